@@ -1,0 +1,204 @@
+"""The ``drainwatch`` command line (DESIGN.md §5): parsing, exit codes and messages only.
+
+Exit codes: 0 ok, 2 bad input (config, arguments, files) with a one-paragraph message naming the
+field or line, 1 anything else. No traceback reaches a user for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from drainwatch.errors import BadInput, DrainwatchError, UsageError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting with its own format."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}\n(try `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="drainwatch",
+        description=(
+            "On-chain asset-outflow monitor for crypto-asset exchanges.\n"
+            "暗号資産交換業者のためのオンチェーン資産流出監視ツール。"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser(
+        "check-config",
+        help="validate a config file / 設定ファイルを検証する",
+        description=(
+            "Validate a config file and print a summary, or print the JSON Schema.\n"
+            "設定ファイルを検証して概要を表示する（--schema で JSON Schema を出力）。"
+        ),
+    )
+    p.add_argument("config", nargs="?", type=Path, help="YAML config file / 設定ファイル")
+    p.add_argument(
+        "--schema", action="store_true", help="print the JSON Schema / JSON Schema を出力"
+    )
+
+    p = sub.add_parser(
+        "drill",
+        help="run a simulated leak end to end / 模擬流出訓練を実行する",
+        description=(
+            "Play a simulated incident against the real pipeline on a local chain.\n"
+            "ローカルチェーン上で実際のパイプラインに対し模擬インシデントを実行する。"
+        ),
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("drill-out"), help="output directory / 出力先"
+    )
+    p.add_argument(
+        "--lang", choices=("ja", "en"), default="ja", help="report language / レポートの言語"
+    )
+    p.add_argument("--seed", type=int, default=1, help="random seed / 乱数シード")
+
+    p = sub.add_parser(
+        "watch",
+        help="run watchers and rules / 監視とルール評価を実行する",
+        description=(
+            "Follow every configured chain, store transfers and raise alerts.\n"
+            "設定された全チェーンを追跡し、送金を記録してアラートを発報する。"
+        ),
+    )
+    p.add_argument("config", type=Path, help="YAML config file / 設定ファイル")
+    p.add_argument(
+        "--until-height",
+        action="append",
+        default=[],
+        metavar="CHAIN=H",
+        help="stop once CHAIN has processed height H / 指定の高さまで処理したら停止",
+    )
+
+    p = sub.add_parser(
+        "transfers",
+        help="list stored transfers / 記録済みの送金を一覧表示",
+    )
+    p.add_argument("config", type=Path, help="YAML config file / 設定ファイル")
+    p.add_argument("--wallet", help="only this wallet / このウォレットのみ")
+    p.add_argument("--address", help="only this address / このアドレスのみ")
+    p.add_argument("--json", action="store_true", help="JSON Lines output / JSON Lines で出力")
+
+    p = sub.add_parser("alerts", help="list alerts / アラートを一覧表示")
+    p.add_argument("config", type=Path, help="YAML config file / 設定ファイル")
+    p.add_argument("--json", action="store_true", help="JSON Lines output / JSON Lines で出力")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return _dispatch(args)
+    except BadInput as exc:
+        _print_error(exc)
+        return EXIT_BAD_INPUT
+    except DrainwatchError as exc:
+        _print_error(exc)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("interrupted / 中断しました", file=sys.stderr)
+        return 130
+
+
+def _print_error(exc: Exception) -> None:
+    print(f"drainwatch: error / エラー: {exc}", file=sys.stderr)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "check-config":
+        return _check_config(args)
+    if args.command == "drill":
+        from drainwatch.drill import run_drill
+
+        return run_drill(out=args.out, lang=args.lang, seed=args.seed)
+    if args.command == "watch":
+        from drainwatch.wiring import run_watch
+
+        return run_watch(args.config, _parse_until(args.until_height))
+    if args.command == "transfers":
+        return _transfers(args)
+    if args.command == "alerts":
+        return _alerts(args)
+    raise UsageError(f"unknown command {args.command!r}")
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from drainwatch.config import config_json_schema, load_config, summary_lines
+
+    if args.schema:
+        print(json.dumps(config_json_schema(), indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if args.config is None:
+        raise UsageError("check-config needs a CONFIG file (or --schema)")
+    settings = load_config(args.config)
+    for line in summary_lines(settings):
+        print(line)
+    return EXIT_OK
+
+
+def _parse_until(values: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value in values:
+        chain, sep, height = value.partition("=")
+        if not sep or not chain or not height.isdigit():
+            raise UsageError(f"--until-height takes CHAIN=HEIGHT, got {value!r}")
+        out[chain] = int(height)
+    return out
+
+
+def _transfers(args: argparse.Namespace) -> int:
+    from drainwatch import codec
+    from drainwatch.wiring import open_app
+
+    with open_app(args.config) as app:
+        addresses: list[str] | None = None
+        if args.wallet:
+            wallet = app.wallet(args.wallet)
+            addresses = list(wallet.addresses)
+        if args.address:
+            addresses = [*(addresses or []), args.address]
+        for t in app.store.transfers(addresses=addresses):
+            if args.json:
+                print(codec.dumps(t))
+            else:
+                height = t.block.height if t.block else "-"
+                print(
+                    f"{t.chain}\t{height}\t{t.tx_hash}\t{t.index}\t{t.from_address}\t"
+                    f"{t.to_address}\t{t.asset}\t{t.amount}\t{t.status}"
+                )
+    return EXIT_OK
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    from drainwatch import codec
+    from drainwatch.wiring import open_app
+
+    with open_app(args.config) as app:
+        for alert in app.store.alerts():
+            if args.json:
+                print(codec.dumps(alert))
+            else:
+                print(
+                    f"{alert.raised_at:%Y-%m-%d %H:%M:%S}Z\t{alert.severity}\t{alert.state}\t"
+                    f"{alert.rule_id}\t{alert.wallet}\t{alert.tx_hash or '-'}"
+                )
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

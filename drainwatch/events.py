@@ -1,0 +1,62 @@
+"""Events that flow from the watchers over the bus to the store, the rules and the tracker.
+
+Every event names its chain and block so that a consumer can apply it idempotently and a reorg
+can retract it. ``event_key`` is the natural key a consumer deduplicates on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from drainwatch.model import BlockRef, Transfer
+
+
+@dataclass(frozen=True)
+class BlockConnected:
+    """A block became part of the watcher's view of the chain (at its confirmation depth)."""
+
+    chain: str
+    block: BlockRef
+    parent_hash: str
+    block_time: datetime
+
+
+@dataclass(frozen=True)
+class BlockDisconnected:
+    """A block left the best chain: everything it carried is orphaned."""
+
+    chain: str
+    block: BlockRef
+
+
+@dataclass(frozen=True)
+class TransferSeen:
+    """A transfer touching a watched address, pending (mempool) or in a block."""
+
+    transfer: Transfer
+
+
+Event = BlockConnected | BlockDisconnected | TransferSeen
+
+EVENT_TYPES: dict[str, type[BlockConnected] | type[BlockDisconnected] | type[TransferSeen]] = {
+    "block_connected": BlockConnected,
+    "block_disconnected": BlockDisconnected,
+    "transfer": TransferSeen,
+}
+
+
+def event_chain(event: Event) -> str:
+    if isinstance(event, TransferSeen):
+        return event.transfer.chain
+    return event.chain
+
+
+def event_key(event: Event) -> str:
+    """The natural key of an event: replaying an event with the same key changes nothing."""
+    if isinstance(event, TransferSeen):
+        t = event.transfer
+        height = t.block.height if t.block else "pending"
+        return f"transfer:{t.chain}:{t.tx_hash}:{t.index}:{t.status}:{height}"
+    kind = "connected" if isinstance(event, BlockConnected) else "disconnected"
+    return f"block:{event.chain}:{event.block.height}:{event.block.hash}:{kind}"

@@ -1,0 +1,231 @@
+"""The domain model: frozen value objects shared by every part of drainwatch.
+
+Amounts are ``int`` base units (satoshi, wei, token units) everywhere; decimals appear only when
+a value is displayed. Every on-chain fact carries its chain and, once mined, its block (height and
+hash), so that a reorg can retract it. Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+#: Marks an ``int`` field that is an amount of base units: its canonical JSON form is a decimal
+#: string, so that values above 2**53 survive JavaScript and spreadsheet consumers intact.
+AMOUNT = {"json": "decimal-string"}
+
+
+class ChainKind(StrEnum):
+    EVM = "evm"
+    BITCOIN = "bitcoin"
+
+
+class AssetKind(StrEnum):
+    NATIVE = "native"
+    TOKEN = "token"
+
+
+class WalletRole(StrEnum):
+    HOT = "hot"
+    WARM = "warm"
+    COLD = "cold"
+
+
+class CustodyKind(StrEnum):
+    SINGLE_KEY = "single_key"
+    MULTISIG = "multisig"
+    MPC = "mpc"
+    HSM = "hsm"
+
+
+class TransferKind(StrEnum):
+    NATIVE = "native"
+    TOKEN = "token"
+    INTERNAL = "internal"
+    UTXO = "utxo"
+
+
+class TransferStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    ORPHANED = "orphaned"
+
+
+class Direction(StrEnum):
+    INFLOW = "inflow"
+    OUTFLOW = "outflow"
+    INTERNAL = "internal"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class AlertState(StrEnum):
+    PENDING = "pending"
+    PROVISIONAL = "provisional"
+    CONFIRMED = "confirmed"
+    RETRACTED = "retracted"
+
+
+class IncidentStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class TimelineKind(StrEnum):
+    DETECTION = "detection"
+    ALERT = "alert"
+    TRACE = "trace"
+    ACTION = "action"
+    NOTE = "note"
+    STATUS = "status"
+
+
+NATIVE_ASSET_ID = "native"
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A chain the exchange holds assets on, as configured (``name`` is the config's key)."""
+
+    name: str
+    kind: ChainKind
+    network: str
+    native_symbol: str
+    native_decimals: int
+    chain_id: int | None = None
+    confirmations: int = 12
+    explorer_tx_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Asset:
+    """A native coin (``contract`` is None) or a token identified by its contract address."""
+
+    chain: str
+    symbol: str
+    decimals: int
+    kind: AssetKind = AssetKind.NATIVE
+    contract: str | None = None
+
+    @property
+    def asset_id(self) -> str:
+        return self.contract.lower() if self.contract else NATIVE_ASSET_ID
+
+
+@dataclass(frozen=True)
+class Custody:
+    """How a wallet's keys are held: single key, m-of-n multisig, MPC or HSM."""
+
+    kind: CustodyKind
+    threshold: int | None = None
+    signers: tuple[str, ...] = ()
+    location: str | None = None
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Per-asset outflow limits of a wallet, in base units."""
+
+    asset: str
+    max_single: int | None = field(default=None, metadata=AMOUNT)
+    max_window: int | None = field(default=None, metadata=AMOUNT)
+    window_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class Wallet:
+    """One of the exchange's own wallets on one chain."""
+
+    name: str
+    chain: str
+    role: WalletRole
+    custody: Custody
+    addresses: tuple[str, ...] = ()
+    xpubs: tuple[str, ...] = ()
+    descriptors: tuple[str, ...] = ()
+    limits: tuple[Limit, ...] = ()
+    allowlist: tuple[str, ...] = ()
+    location: str | None = None
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """A block by height and hash: the pair that a reorg check compares."""
+
+    height: int
+    hash: str
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One movement of value, keyed by (chain, tx_hash, index).
+
+    ``index`` names the position inside the transaction: ``tx`` for an EVM transaction's own
+    value, ``log:N`` for a token log, ``trace:0.1`` for an internal call frame, ``out:N`` for a
+    Bitcoin output. ``asset`` is ``native`` or the token contract address in lower case.
+    """
+
+    chain: str
+    tx_hash: str
+    index: str
+    from_address: str
+    to_address: str
+    asset: str
+    amount: int = field(metadata=AMOUNT)
+    kind: TransferKind
+    status: TransferStatus
+    block: BlockRef | None = None
+    block_time: datetime | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.chain, self.tx_hash, self.index)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A leak alert raised by a rule about one event; ``id`` is derived from rule and event."""
+
+    id: str
+    rule_id: str
+    severity: Severity
+    state: AlertState
+    chain: str
+    wallet: str
+    subject: tuple[str, str, str]
+    raised_at: datetime
+    tx_hash: str | None = None
+    block: BlockRef | None = None
+    asset: str | None = None
+    amount: int | None = field(default=None, metadata=AMOUNT)
+    counterparty: str | None = None
+
+
+@dataclass(frozen=True)
+class Incident:
+    id: str
+    title: str
+    opened_at: datetime
+    status: IncidentStatus = IncidentStatus.OPEN
+    closed_at: datetime | None = None
+    from_alert: str | None = None
+    exercise: bool = False
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One line of an incident's timeline; ``section`` names the report section of a note."""
+
+    incident_id: str
+    at: datetime
+    kind: TimelineKind
+    text: str
+    actor: str | None = None
+    section: str | None = None
+    ref: str | None = None

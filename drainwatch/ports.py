@@ -1,0 +1,146 @@
+"""The small interfaces (ports) between drainwatch's pure core and its adapters.
+
+Adapters implement these; ``drainwatch.wiring`` is the one place that picks and builds them from
+the settings. Each port has one contract test suite in ``tests/contract`` that runs against every
+adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from drainwatch.model import (
+    Alert,
+    AlertState,
+    BlockRef,
+    Incident,
+    TimelineEntry,
+    Transfer,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Store
+
+
+class Store(Protocol):
+    """Durable state. Every write is idempotent on its natural key: replaying changes nothing."""
+
+    def record_block(
+        self, chain: str, block: BlockRef, parent_hash: str, block_time: datetime
+    ) -> None:
+        """Remember a block of the best chain (chain + height + hash is the key)."""
+
+    def recent_blocks(self, chain: str, limit: int) -> list[tuple[BlockRef, str]]:
+        """The newest non-orphaned blocks as (block, parent_hash), highest first."""
+
+    def orphan_block(self, chain: str, block: BlockRef) -> int:
+        """Mark a block and every transfer in it orphaned; returns the transfers changed."""
+
+    def upsert_transfers(self, transfers: Iterable[Transfer]) -> int:
+        """Insert new transfers, move known ones to their new status or block.
+
+        Keyed on (chain, tx_hash, index). Returns how many rows were inserted or changed; a
+        replay of the same transfers returns 0.
+        """
+
+    def transfers(
+        self,
+        chain: str | None = None,
+        address: str | None = None,
+        addresses: Sequence[str] | None = None,
+    ) -> list[Transfer]:
+        """Transfers, oldest first, optionally filtered by chain and by one or more addresses
+        appearing as sender or receiver (compared case-insensitively)."""
+
+    def get_checkpoint(self, chain: str) -> BlockRef | None:
+        """The last block whose events were all published, or None before the first."""
+
+    def set_checkpoint(self, chain: str, block: BlockRef) -> None: ...
+
+    def save_alert(self, alert: Alert) -> bool:
+        """Store an alert; True when it is new (its id was unknown), False on a replay."""
+
+    def set_alert_state(self, alert_id: str, state: AlertState) -> None: ...
+
+    def alerts(self) -> list[Alert]:
+        """All alerts, oldest first."""
+
+    def save_incident(self, incident: Incident) -> None: ...
+
+    def incidents(self) -> list[Incident]: ...
+
+    def add_timeline_entry(self, entry: TimelineEntry) -> bool:
+        """True when new; an identical entry added twice is kept once."""
+
+    def timeline(self, incident_id: str) -> list[TimelineEntry]:
+        """The incident's entries in time order."""
+
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Event bus
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    value: bytes
+
+
+Handler = Callable[[Message], None]
+
+
+class Subscription(Protocol):
+    """One member of a consumer group on one topic."""
+
+    def poll(self, handler: Handler, *, max_messages: int = 500, timeout: float = 1.0) -> int:
+        """Hand waiting messages to ``handler`` in partition order and return how many it took.
+
+        The offset of a message is committed only after ``handler`` returned for it. When the
+        handler raises, nothing past the last success is committed, the exception propagates,
+        and the failed message is delivered again by the next poll (or to the next member of the
+        group after a restart).
+        """
+
+    def close(self) -> None: ...
+
+
+class EventBus(Protocol):
+    def publish(self, topic: str, key: str, value: bytes) -> None:
+        """Queue a message; messages with the same key keep their order."""
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every queued message is durably accepted; raise ``BusError`` otherwise."""
+
+    def subscribe(self, topic: str, group: str) -> Subscription: ...
+
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Node RPC
+
+
+class JsonRpc(Protocol):
+    """A JSON-RPC endpoint speaking the chain's standard methods with raw (hex) JSON results."""
+
+    @property
+    def endpoint(self) -> str:
+        """A name for messages and logs; never contains credentials."""
+
+    def call(self, method: str, params: Sequence[Any]) -> Any: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Alert delivery
+
+
+class AlertSink(Protocol):
+    def deliver(self, alert: Alert, text_en: str, text_ja: str) -> None: ...
