@@ -60,9 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
             "ローカルチェーン上で実際のパイプラインに対し模擬インシデントを実行する。"
         ),
     )
-    p.add_argument(
-        "--out", type=Path, default=Path("drill-out"), help="output directory / 出力先"
-    )
+    p.add_argument("--out", type=Path, default=Path("drill-out"), help="output directory / 出力先")
     p.add_argument(
         "--lang", choices=("ja", "en"), default="ja", help="report language / レポートの言語"
     )

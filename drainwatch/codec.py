@@ -109,14 +109,14 @@ def _decode_dataclass(cls: type, data: Any, path: str) -> Any:
 def _decode_value(tp: Any, data: Any, path: str, *, amount: bool) -> Any:
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
         if data is None:
-            if len(args) < len(typing.get_args(tp)):
+            if len(members) < len(typing.get_args(tp)):
                 return None
             raise CodecError(path, "must not be null")
-        if len(args) != 1:
+        if len(members) != 1:
             raise CodecError(path, "ambiguous union in model")
-        return _decode_value(args[0], data, path, amount=amount)
+        return _decode_value(members[0], data, path, amount=amount)
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(data, list):
@@ -163,7 +163,7 @@ def _decode_value(tp: Any, data: Any, path: str, *, amount: bool) -> Any:
 def parse_amount(data: Any, path: str = "$") -> int:
     """Base units from a decimal string of digits; anything else (floats, '1e18', '-1') fails."""
     if not isinstance(data, str) or not data.isascii() or not data.isdigit():
-        raise CodecError(path, "an amount is a decimal string of base units, e.g. \"1500000\"")
+        raise CodecError(path, 'an amount is a decimal string of base units, e.g. "1500000"')
     if len(data) > 1 and data.startswith("0"):
         raise CodecError(path, "an amount has no leading zeros")
     return int(data)
@@ -187,7 +187,9 @@ def decode_event(data: Any) -> Event:
 
 
 def dumps_event(event: Event) -> bytes:
-    text = json.dumps(encode_event(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(
+        encode_event(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     return text.encode()
 
 

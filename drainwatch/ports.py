@@ -65,6 +65,8 @@ class Store(Protocol):
 
     def set_alert_state(self, alert_id: str, state: AlertState) -> None: ...
 
+    def get_alert(self, alert_id: str) -> Alert | None: ...
+
     def alerts(self) -> list[Alert]:
         """All alerts, oldest first."""
 

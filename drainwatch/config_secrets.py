@@ -1,0 +1,139 @@
+"""Refuse key material and literal secrets in a config file, naming where and never what.
+
+DESIGN.md §6: drainwatch is watch-only and takes secrets only from the environment. The raw text
+is scanned before YAML parsing (comments, or a file that does not even parse, are covered),
+then every key and value is scanned with its field path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from drainwatch import keymaterial
+from drainwatch.config_yaml import FieldPath, YamlDocument, format_path, parse_yaml
+from drainwatch.errors import ConfigError
+
+_WATCH_ONLY = (
+    "drainwatch is watch-only and must never hold private keys or seed phrases: remove it from "
+    "the file (the value is not shown) / 秘密鍵・シードフレーズは設定ファイルに書けません"
+)
+_USE_ENV = (
+    "secrets come from the environment, never from the config file: put it in an environment "
+    "variable and give that variable's NAME in {field} / 秘密情報は環境変数で渡してください"
+)
+#: Field names that can only mean a literal secret, and the *_env field to use instead.
+LITERAL_SECRET_FIELDS = {
+    "token": "token_env",
+    "bot_token": "token_env",
+    "password": "password_env (store) or auth_env (rpc)",
+    "passwd": "password_env (store) or auth_env (rpc)",
+    "secret": "secret_env",
+    "api_key": "auth_env",
+    "apikey": "auth_env",
+    "auth": "auth_env",
+    "credentials": "auth_env",
+}
+KEY_MATERIAL_FIELDS = frozenset(
+    {"private_key", "privkey", "priv_key", "xprv", "tprv", "wif", "mnemonic", "seed", "seed_phrase"}
+)
+
+
+def _reason(kind: str) -> str:
+    if kind == keymaterial.SLACK_TOKEN:
+        return f"{kind} found; " + _USE_ENV.format(field="token_env")
+    return f"{kind} found; {_WATCH_ONLY}"
+
+
+def refuse_raw_text(text: str, source: str) -> None:
+    """Raise for the first finding in the raw text, blaming the field on that line if any."""
+    findings = keymaterial.scan_text(text)
+    if not findings:
+        return
+    first = findings[0]
+    in_comment = _in_comment(text.splitlines()[first.line - 1], first.column)
+    path = () if in_comment else _path_on_line(text, first.line)
+    reason = ("in a comment: " if in_comment else "") + _reason(first.kind)
+    raise ConfigError(_safe_path(path) or source, reason, first.line)
+
+
+def _safe_path(path: FieldPath) -> str:
+    """The dotted path with any key that is itself a secret replaced (never echo it)."""
+    return format_path(
+        tuple(p if isinstance(p, int) or not keymaterial.classify(p) else "<hidden>" for p in path)
+    )
+
+
+def _in_comment(line: str, column: int) -> bool:
+    """Whether 1-based ``column`` is inside a YAML comment (a ``#`` outside quotes)."""
+    if line.lstrip().startswith("#"):
+        return True
+    quote = ""
+    for i, ch in enumerate(line[: column - 1]):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
+            return True
+    return False
+
+
+def _path_on_line(text: str, line: int) -> FieldPath:
+    """The deepest field starting on ``line``; ``()`` when the text does not parse."""
+    try:
+        doc = parse_yaml(text, "")
+    except ConfigError:
+        return ()
+    on_line = [path for path, n in doc.lines.items() if n == line]
+    return max(on_line, key=len, default=())
+
+
+def refuse_values(doc: YamlDocument) -> None:
+    """Raise for key material or a literal secret in any key or value, naming its path."""
+    for path, value, is_key in _strings(doc.data, ()):
+        where = _safe_path(path)
+        line = doc.line_of(path)
+        if is_key:
+            _refuse_field_name(value, where, line)
+        kind = keymaterial.classify(value)
+        if kind is not None:
+            raise ConfigError(where, _reason(kind), line)
+    for path, items in _string_lists(doc.data, ()):
+        if keymaterial.classify_words(items):
+            raise ConfigError(_safe_path(path), _reason(keymaterial.SEED), doc.line_of(path))
+
+
+def _refuse_field_name(name: str, where: str, line: int | None) -> None:
+    normal = name.lower().replace("-", "_")
+    if normal in KEY_MATERIAL_FIELDS:
+        raise ConfigError(where, f"a field for key material is not allowed; {_WATCH_ONLY}", line)
+    if normal in LITERAL_SECRET_FIELDS:
+        field = LITERAL_SECRET_FIELDS[normal]
+        raise ConfigError(
+            where, "a literal secret is not allowed; " + _USE_ENV.format(field=field), line
+        )
+
+
+def _strings(node: object, path: FieldPath) -> Iterator[tuple[FieldPath, str, bool]]:
+    """(path, text, is_key) for every key and every string value, in document order."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield (*path, key), key, True
+            yield from _strings(value, (*path, key))
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _strings(item, (*path, i))
+    elif isinstance(node, str):
+        yield path, node, False
+
+
+def _string_lists(node: object, path: FieldPath) -> Iterator[tuple[FieldPath, list[str]]]:
+    """Every list of strings: a seed phrase may be written one word per item."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _string_lists(value, (*path, key))
+    elif isinstance(node, list):
+        if node and all(isinstance(item, str) for item in node):
+            yield path, node
+        for i, item in enumerate(node):
+            yield from _string_lists(item, (*path, i))

@@ -1,0 +1,202 @@
+"""The store's tables, as SQLAlchemy 2 typed declarative models.
+
+The migrations in ``drainwatch/migrations`` must create exactly this; a test compares them.
+Two column types carry the values that the two backends would otherwise change:
+
+- ``Amount``: an ``int`` of up to 78 digits (2**256 - 1). PostgreSQL keeps it in NUMERIC(78, 0);
+  SQLite's NUMERIC affinity would turn it into a lossy float, so there it is a decimal string.
+- ``UtcDateTime``: an aware datetime. PostgreSQL keeps ``timestamptz``; SQLite has no time zone,
+  so the value is stored as naive UTC (whose text form still sorts in time order) and read back
+  as aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+MAX_AMOUNT = 2**256 - 1
+AMOUNT_DIGITS = 78  # len(str(2**256 - 1))
+
+
+class Amount(TypeDecorator[int]):
+    """Base units, exact on both backends (see the module docstring)."""
+
+    impl = Numeric(AMOUNT_DIGITS, 0)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(AMOUNT_DIGITS))
+        return dialect.type_descriptor(Numeric(AMOUNT_DIGITS, 0))
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        # bool is an int too, and a float would already have lost digits: refuse both.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"an amount is an int of base units, not {type(value).__name__}")
+        if not 0 <= value <= MAX_AMOUNT:
+            raise ValueError(f"amount {value} is outside 0 .. 2**256-1")
+        return str(value) if dialect.name == "sqlite" else Decimal(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        return None if value is None else int(value)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware datetime in, an aware UTC datetime out (see the module docstring)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: every time in drainwatch carries a time zone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# SQLite only auto-numbers an INTEGER PRIMARY KEY (the rowid), not a BIGINT one.
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+CHAIN = String(64)
+HASH = String(130)
+ADDRESS = String(130)
+NAME = String(200)
+ENUM = String(16)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class BlockRow(Base):
+    __tablename__ = "blocks"
+    __table_args__ = (Index("ix_blocks_chain_height", "chain", "height"),)
+
+    chain: Mapped[str] = mapped_column(CHAIN, primary_key=True)
+    hash: Mapped[str] = mapped_column(HASH, primary_key=True)
+    height: Mapped[int] = mapped_column(BigInteger)
+    parent_hash: Mapped[str] = mapped_column(HASH)
+    block_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    orphaned: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class TransferRow(Base):
+    """``position`` numbers the transfers in the order they entered their current block: the
+    order inside a block, since the model carries no position of a transaction in its block."""
+
+    __tablename__ = "transfers"
+    __table_args__ = (
+        Index("ix_transfers_from", "from_lower", "chain"),
+        Index("ix_transfers_to", "to_lower", "chain"),
+        Index("ix_transfers_block", "chain", "block_hash"),
+        Index("ix_transfers_position", "position"),
+    )
+
+    chain: Mapped[str] = mapped_column(CHAIN, primary_key=True)
+    tx_hash: Mapped[str] = mapped_column(HASH, primary_key=True)
+    tx_index: Mapped[str] = mapped_column(String(100), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    from_address: Mapped[str] = mapped_column(ADDRESS)
+    to_address: Mapped[str] = mapped_column(ADDRESS)
+    # Lower-cased copies, so that a case-insensitive lookup is a plain indexed equality on both
+    # backends (EVM addresses arrive in checksum case or lower case).
+    from_lower: Mapped[str] = mapped_column(ADDRESS)
+    to_lower: Mapped[str] = mapped_column(ADDRESS)
+    asset: Mapped[str] = mapped_column(ADDRESS)
+    amount: Mapped[int] = mapped_column(Amount)
+    kind: Mapped[str] = mapped_column(ENUM)
+    status: Mapped[str] = mapped_column(ENUM)
+    block_height: Mapped[int | None] = mapped_column(BigInteger)
+    block_hash: Mapped[str | None] = mapped_column(HASH)
+    block_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class CheckpointRow(Base):
+    __tablename__ = "checkpoints"
+
+    chain: Mapped[str] = mapped_column(CHAIN, primary_key=True)
+    height: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(HASH)
+
+
+class AlertRow(Base):
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_raised_at", "raised_at"),)
+
+    id: Mapped[str] = mapped_column(NAME, primary_key=True)
+    rule_id: Mapped[str] = mapped_column(NAME)
+    severity: Mapped[str] = mapped_column(ENUM)
+    state: Mapped[str] = mapped_column(ENUM)
+    chain: Mapped[str] = mapped_column(CHAIN)
+    wallet: Mapped[str] = mapped_column(NAME)
+    subject_0: Mapped[str] = mapped_column(NAME)
+    subject_1: Mapped[str] = mapped_column(NAME)
+    subject_2: Mapped[str] = mapped_column(NAME)
+    raised_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    tx_hash: Mapped[str | None] = mapped_column(HASH)
+    block_height: Mapped[int | None] = mapped_column(BigInteger)
+    block_hash: Mapped[str | None] = mapped_column(HASH)
+    asset: Mapped[str | None] = mapped_column(ADDRESS)
+    amount: Mapped[int | None] = mapped_column(Amount)
+    counterparty: Mapped[str | None] = mapped_column(ADDRESS)
+
+
+class IncidentRow(Base):
+    __tablename__ = "incidents"
+
+    id: Mapped[str] = mapped_column(NAME, primary_key=True)
+    title: Mapped[str] = mapped_column(String(500))
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(ENUM)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    from_alert: Mapped[str | None] = mapped_column(NAME)
+    exercise: Mapped[bool] = mapped_column(Boolean)
+
+
+class TimelineEntryRow(Base):
+    """``digest`` hashes everything but the incident and the time, so that the natural key
+    (incident, at, digest) stays short however long the text is."""
+
+    __tablename__ = "timeline_entries"
+    __table_args__ = (
+        UniqueConstraint("incident_id", "at", "digest", name="uq_timeline_entries_key"),
+    )
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(NAME, ForeignKey("incidents.id"))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    digest: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(ENUM)
+    text: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(NAME)
+    section: Mapped[str | None] = mapped_column(NAME)
+    ref: Mapped[str | None] = mapped_column(String(500))

@@ -1,0 +1,319 @@
+"""``SqlStore``: the ``drainwatch.ports.Store`` port on SQLite or PostgreSQL.
+
+Every write is an ``INSERT ... ON CONFLICT`` on the row's natural key, so that replaying an
+event once more changes nothing and reports 0. A batch of transfers is one statement executed
+for many rows in one transaction: no statement is compiled, nor waited for, row by row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, case, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from drainwatch.errors import StoreError
+from drainwatch.model import (
+    Alert,
+    AlertState,
+    BlockRef,
+    Incident,
+    TimelineEntry,
+    Transfer,
+    TransferStatus,
+)
+from drainwatch.store.rows import (
+    alert_from_row,
+    alert_to_row,
+    incident_from_row,
+    incident_to_row,
+    timeline_digest,
+    timeline_entry_from_row,
+    transfer_from_row,
+    transfer_to_row,
+)
+from drainwatch.store.schema import (
+    AlertRow,
+    Base,
+    BlockRow,
+    CheckpointRow,
+    IncidentRow,
+    TimelineEntryRow,
+    TransferRow,
+)
+
+#: Serialises transfer writers on PostgreSQL so that positions never tie (SQLite writers are
+#: serialised by its write lock already). Any constant works; this one spells "drainw".
+_POSITION_LOCK = 0x647261696E77
+
+#: Execution options of writes: SQLite begins them IMMEDIATE (see __init__), and rowcount is
+#: kept for INSERT too (SQLAlchemy otherwise promises it for UPDATE and DELETE only).
+WRITE = {"drainwatch_write": True, "preserve_rowcount": True}
+
+_PENDING = TransferStatus.PENDING.value
+_CONFIRMED = TransferStatus.CONFIRMED.value
+_ORPHANED = TransferStatus.ORPHANED.value
+
+
+def describe(url: URL) -> str:
+    """Where the store lives, for messages: never the password."""
+    if url.get_backend_name() == "sqlite":
+        return f"sqlite file {url.database}" if url.database else "sqlite in memory"
+    return f"postgresql at {url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+
+def reason(exc: SQLAlchemyError) -> str:
+    """The driver's own first line: SQLAlchemy's text adds the statement and its parameters."""
+    cause: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
+
+
+class SqlStore:
+    """The store port over an engine whose database is already migrated (see ``open_store``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._writer = engine.execution_options(**WRITE)
+        self._postgres = engine.dialect.name == "postgresql"
+        self._where = describe(engine.url)
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store: {action} failed on {self._where}: {reason(exc)}") from exc
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[Connection]:
+        with self._guard(action), self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[Session]:
+        with self._guard(action), Session(self._engine) as session:
+            yield session
+
+    def _insert(self, entity: type[Base]) -> sqlite.Insert | postgresql.Insert:
+        return postgresql.insert(entity) if self._postgres else sqlite.insert(entity)
+
+    # -- blocks and checkpoints ----------------------------------------------------------------
+
+    def record_block(
+        self, chain: str, block: BlockRef, parent_hash: str, block_time: datetime
+    ) -> None:
+        stmt = self._insert(BlockRow).values(
+            chain=chain,
+            hash=block.hash,
+            height=block.height,
+            parent_hash=parent_hash,
+            block_time=block_time,
+            orphaned=False,
+        )
+        # Recording a block again means it is back on the best chain: clear its orphaned flag.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["chain", "hash"], set_={"orphaned": False}
+        )
+        with self._write("record_block") as conn:
+            conn.execute(stmt)
+
+    def recent_blocks(self, chain: str, limit: int) -> list[tuple[BlockRef, str]]:
+        query = (
+            select(BlockRow)
+            .where(BlockRow.chain == chain, BlockRow.orphaned.is_(False))
+            .order_by(BlockRow.height.desc(), BlockRow.hash)
+            .limit(limit)
+        )
+        with self._read("recent_blocks") as session:
+            rows = session.scalars(query).all()
+        return [(BlockRef(r.height, r.hash), r.parent_hash) for r in rows]
+
+    def orphan_block(self, chain: str, block: BlockRef) -> int:
+        with self._write("orphan_block") as conn:
+            conn.execute(
+                update(BlockRow)
+                .where(BlockRow.chain == chain, BlockRow.hash == block.hash)
+                .values(orphaned=True)
+            )
+            result = conn.execute(
+                update(TransferRow)
+                .where(
+                    TransferRow.chain == chain,
+                    TransferRow.block_hash == block.hash,
+                    TransferRow.status != _ORPHANED,
+                )
+                .values(status=_ORPHANED)
+            )
+        return result.rowcount
+
+    def get_checkpoint(self, chain: str) -> BlockRef | None:
+        with self._read("get_checkpoint") as session:
+            row = session.get(CheckpointRow, chain)
+        return None if row is None else BlockRef(row.height, row.hash)
+
+    def set_checkpoint(self, chain: str, block: BlockRef) -> None:
+        stmt = self._insert(CheckpointRow).values(chain=chain, height=block.height, hash=block.hash)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["chain"],
+            set_={"height": stmt.excluded.height, "hash": stmt.excluded.hash},
+        )
+        with self._write("set_checkpoint") as conn:
+            conn.execute(stmt)
+
+    # -- transfers -----------------------------------------------------------------------------
+
+    def upsert_transfers(self, transfers: Iterable[Transfer]) -> int:
+        """See the port. The key fixes the movement itself (parties, asset, amount, kind): only
+        its status and block change, and a confirmed transfer is never sent back to pending."""
+        # The last sighting of a key in one call wins, as if they had come one call each; it also
+        # keeps PostgreSQL from refusing a statement that would update one row twice.
+        latest = {t.key: t for t in transfers}
+        if not latest:
+            return 0
+        rows = [transfer_to_row(t) for t in latest.values()]
+        statement = self._upsert_transfers_statement()
+        with self._write("upsert_transfers") as conn:
+            if self._postgres:
+                conn.execute(select(func.pg_advisory_xact_lock(_POSITION_LOCK)))
+            start = conn.scalar(select(func.coalesce(func.max(TransferRow.position), 0))) or 0
+            for position, row in enumerate(rows, start=start + 1):
+                row["position"] = position
+            # executemany of one cached statement: SQLAlchemy sends PostgreSQL multi-row
+            # batches ("insertmanyvalues"), and sqlite3 steps it in C without re-parsing.
+            return conn.execute(statement, rows).rowcount
+
+    def _upsert_transfers_statement(self) -> Any:
+        table = Base.metadata.tables[TransferRow.__tablename__]  # Core: no ORM bulk path
+        stmt = postgresql.insert(table) if self._postgres else sqlite.insert(table)
+        new, old = stmt.excluded, table.c
+        moved = or_(
+            old.status.is_distinct_from(new.status),
+            old.block_hash.is_distinct_from(new.block_hash),
+            old.block_height.is_distinct_from(new.block_height),
+            old.block_time.is_distinct_from(new.block_time),
+        )
+        # A late or replayed mempool sighting must not demote a transfer already mined: after a
+        # reorg it is first orphaned, and only then may it become pending again.
+        not_demoted = or_(new.status != _PENDING, old.status != _CONFIRMED)
+        return stmt.on_conflict_do_update(
+            index_elements=["chain", "tx_hash", "tx_index"],
+            set_={
+                "status": new.status,
+                "block_height": new.block_height,
+                "block_hash": new.block_hash,
+                "block_time": new.block_time,
+                # A transfer that enters another block takes its place at that block's end.
+                "position": _if_distinct(
+                    old.block_hash, new.block_hash, new.position, old.position
+                ),
+            },
+            where=and_(moved, not_demoted),
+        )
+
+    def transfers(
+        self,
+        chain: str | None = None,
+        address: str | None = None,
+        addresses: Sequence[str] | None = None,
+    ) -> list[Transfer]:
+        query = select(TransferRow)
+        if chain is not None:
+            query = query.where(TransferRow.chain == chain)
+        if address is not None or addresses is not None:
+            wanted = sorted({a.lower() for a in _addresses(address, addresses)})
+            query = query.where(
+                or_(TransferRow.from_lower.in_(wanted), TransferRow.to_lower.in_(wanted))
+            )
+        query = query.order_by(
+            TransferRow.block_height.asc().nulls_last(),
+            TransferRow.position,
+            TransferRow.chain,
+            TransferRow.tx_hash,
+            TransferRow.tx_index,
+        )
+        with self._read("transfers") as session:
+            return [transfer_from_row(r) for r in session.scalars(query)]
+
+    # -- alerts --------------------------------------------------------------------------------
+
+    def save_alert(self, alert: Alert) -> bool:
+        stmt = self._insert(AlertRow).values(alert_to_row(alert))
+        stmt = stmt.on_conflict_do_nothing(index_elements=["id"])
+        with self._write("save_alert") as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def set_alert_state(self, alert_id: str, state: AlertState) -> None:
+        stmt = update(AlertRow).where(AlertRow.id == alert_id).values(state=state.value)
+        with self._write("set_alert_state") as conn:
+            found = conn.execute(stmt).rowcount
+        if not found:
+            raise StoreError(f"store: no alert with id {alert_id!r} on {self._where}")
+
+    def get_alert(self, alert_id: str) -> Alert | None:
+        with self._read("get_alert") as session:
+            row = session.get(AlertRow, alert_id)
+        return None if row is None else alert_from_row(row)
+
+    def alerts(self) -> list[Alert]:
+        query = select(AlertRow).order_by(AlertRow.raised_at, AlertRow.id)
+        with self._read("alerts") as session:
+            return [alert_from_row(r) for r in session.scalars(query)]
+
+    # -- incidents -----------------------------------------------------------------------------
+
+    def save_incident(self, incident: Incident) -> None:
+        values = incident_to_row(incident)
+        stmt = self._insert(IncidentRow).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={name: stmt.excluded[name] for name in values if name != "id"},
+        )
+        with self._write("save_incident") as conn:
+            conn.execute(stmt)
+
+    def incidents(self) -> list[Incident]:
+        query = select(IncidentRow).order_by(IncidentRow.opened_at, IncidentRow.id)
+        with self._read("incidents") as session:
+            return [incident_from_row(r) for r in session.scalars(query)]
+
+    def add_timeline_entry(self, entry: TimelineEntry) -> bool:
+        stmt = self._insert(TimelineEntryRow).values(
+            incident_id=entry.incident_id,
+            at=entry.at,
+            digest=timeline_digest(entry),
+            kind=entry.kind.value,
+            text=entry.text,
+            actor=entry.actor,
+            section=entry.section,
+            ref=entry.ref,
+        )
+        stmt = stmt.on_conflict_do_nothing(index_elements=["incident_id", "at", "digest"])
+        with self._write("add_timeline_entry") as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def timeline(self, incident_id: str) -> list[TimelineEntry]:
+        query = (
+            select(TimelineEntryRow)
+            .where(TimelineEntryRow.incident_id == incident_id)
+            .order_by(TimelineEntryRow.at, TimelineEntryRow.id)
+        )
+        with self._read("timeline") as session:
+            return [timeline_entry_from_row(r) for r in session.scalars(query)]
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def _addresses(address: str | None, addresses: Sequence[str] | None) -> list[str]:
+    return ([] if address is None else [address]) + list(addresses or [])
+
+
+def _if_distinct(a: Any, b: Any, then: Any, otherwise: Any) -> Any:
+    return case((a.is_distinct_from(b), then), else_=otherwise)

@@ -1,0 +1,462 @@
+"""The Store port's contract, run on every adapter: SQLite (a file) and the real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from drainwatch.errors import ConfigError, StoreError
+from drainwatch.model import (
+    Alert,
+    AlertState,
+    BlockRef,
+    Incident,
+    IncidentStatus,
+    Severity,
+    TimelineEntry,
+    TimelineKind,
+    Transfer,
+    TransferKind,
+    TransferStatus,
+)
+from drainwatch.ports import Store
+from drainwatch.store import SqlStore, open_store
+from tests.fixtures.postgres import throwaway_cluster
+
+MAX = 2**256 - 1
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+JST = timezone(timedelta(hours=9))
+TABLES = "blocks, transfers, checkpoints, alerts, timeline_entries, incidents"
+
+StoreFactory = Callable[[], SqlStore]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Makes empty stores: a new SQLite file, or the session's PostgreSQL database emptied."""
+    opened: list[SqlStore] = []
+
+    def make() -> SqlStore:
+        if request.param == "sqlite":
+            store = open_store(f"sqlite:///{tmp_path}/store-{len(opened)}.db")
+        else:
+            url = request.getfixturevalue("postgres_url")
+            for earlier in opened:
+                earlier.close()  # an idle pooled connection would hold TRUNCATE up
+            store = open_store(url)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY")
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(new_store: StoreFactory) -> SqlStore:
+    return new_store()
+
+
+def transfer(
+    tx: str,
+    *,
+    index: str = "tx",
+    block: BlockRef | None = None,
+    status: TransferStatus | None = None,
+    amount: int = 10,
+    frm: str = "0xHot",
+    to: str = "0xAway",
+    chain: str = "eth",
+) -> Transfer:
+    return Transfer(
+        chain=chain,
+        tx_hash=tx,
+        index=index,
+        from_address=frm,
+        to_address=to,
+        asset="native",
+        amount=amount,
+        kind=TransferKind.NATIVE,
+        status=status or (TransferStatus.CONFIRMED if block else TransferStatus.PENDING),
+        block=block,
+        block_time=T0 + timedelta(seconds=block.height) if block else None,
+    )
+
+
+def alert(alert_id: str, raised_at: datetime = T0, amount: int | None = MAX) -> Alert:
+    return Alert(
+        id=alert_id,
+        rule_id="unplanned-outflow",
+        severity=Severity.CRITICAL,
+        state=AlertState.PROVISIONAL,
+        chain="eth",
+        wallet="hot-1",
+        subject=("eth", "0xabc", "tx"),
+        raised_at=raised_at,
+        tx_hash="0xabc",
+        block=BlockRef(7, "0xb7"),
+        asset="native",
+        amount=amount,
+        counterparty="0xAway",
+    )
+
+
+def test_is_a_store_port(store: SqlStore) -> None:
+    port: Store = store  # mypy checks SqlStore against the Protocol here
+    assert port.alerts() == []
+
+
+def test_replay_changes_nothing(store: SqlStore) -> None:
+    batch = [transfer(f"0x{i}", block=BlockRef(1, "0xb1")) for i in range(3)]
+    assert store.upsert_transfers(batch) == 3
+    assert store.upsert_transfers(batch) == 0
+    assert store.upsert_transfers([]) == 0
+    assert store.transfers() == batch
+
+
+def test_a_large_batch_in_one_call(store: SqlStore) -> None:
+    batch = [transfer(f"0x{i:x}", block=BlockRef(i // 100, f"0xb{i // 100}")) for i in range(2500)]
+    assert store.upsert_transfers(batch) == 2500
+    assert store.upsert_transfers(batch) == 0
+    assert store.transfers() == batch
+
+
+def test_status_moves_pending_confirmed_orphaned(store: SqlStore) -> None:
+    pending = transfer("0xa")
+    confirmed = transfer("0xa", block=BlockRef(5, "0xb5"))
+    orphaned = transfer("0xa", block=BlockRef(5, "0xb5"), status=TransferStatus.ORPHANED)
+    assert store.upsert_transfers([pending]) == 1
+    assert store.upsert_transfers([confirmed]) == 1
+    assert store.upsert_transfers([confirmed]) == 0
+    # A late mempool sighting does not demote a mined transfer.
+    assert store.upsert_transfers([pending]) == 0
+    assert store.transfers() == [confirmed]
+    assert store.upsert_transfers([orphaned]) == 1
+    assert store.transfers() == [orphaned]
+
+
+def test_last_sighting_in_one_call_wins(store: SqlStore) -> None:
+    confirmed = transfer("0xa", block=BlockRef(5, "0xb5"))
+    assert store.upsert_transfers([transfer("0xa"), confirmed]) == 1
+    assert store.transfers() == [confirmed]
+
+
+def test_orphan_block_orphans_block_and_its_transfers(store: SqlStore) -> None:
+    blocks = [BlockRef(h, f"0xb{h}") for h in (1, 2, 3)]
+    for b in blocks:
+        store.record_block("eth", b, f"0xb{b.height - 1}", T0)
+    store.record_block("btc", BlockRef(3, "0xb3"), "0xb2", T0)  # same hash, other chain
+    in3 = [transfer("0xa", block=blocks[2]), transfer("0xb", block=blocks[2])]
+    in2 = transfer("0xc", block=blocks[1])
+    other_chain = transfer("0xa", block=blocks[2], chain="btc")
+    store.upsert_transfers([*in3, in2, other_chain])
+
+    assert store.orphan_block("eth", blocks[2]) == 2
+    assert store.orphan_block("eth", blocks[2]) == 0
+    assert store.recent_blocks("eth", 10) == [(blocks[1], "0xb1"), (blocks[0], "0xb0")]
+    assert store.recent_blocks("eth", 1) == [(blocks[1], "0xb1")]
+    statuses = {(t.chain, t.tx_hash): t.status for t in store.transfers()}
+    assert statuses == {
+        ("eth", "0xa"): TransferStatus.ORPHANED,
+        ("eth", "0xb"): TransferStatus.ORPHANED,
+        ("eth", "0xc"): TransferStatus.CONFIRMED,
+        ("btc", "0xa"): TransferStatus.CONFIRMED,
+    }
+    # Recorded again, the block is back on the best chain.
+    store.record_block("eth", blocks[2], "0xb2", T0)
+    assert store.recent_blocks("eth", 1) == [(blocks[2], "0xb2")]
+
+
+def test_reorg_remines_an_orphaned_transfer_into_another_block(store: SqlStore) -> None:
+    old, new = BlockRef(10, "0xold"), BlockRef(10, "0xnew")
+    store.upsert_transfers([transfer("0xa", block=old), transfer("0xb", block=old)])
+    assert store.orphan_block("eth", old) == 2
+    # The new block holds 0xb before 0xa: the order it is upserted in is its order.
+    remined = [transfer("0xb", block=new), transfer("0xa", block=new)]
+    assert store.upsert_transfers(remined) == 2
+    assert store.upsert_transfers(remined) == 0
+    assert store.transfers() == remined
+
+
+def test_checkpoints(store: SqlStore) -> None:
+    assert store.get_checkpoint("eth") is None
+    store.set_checkpoint("eth", BlockRef(5, "0xb5"))
+    store.set_checkpoint("btc", BlockRef(800_000, "00ab"))
+    store.set_checkpoint("eth", BlockRef(6, "0xb6"))
+    assert store.get_checkpoint("eth") == BlockRef(6, "0xb6")
+    assert store.get_checkpoint("btc") == BlockRef(800_000, "00ab")
+
+
+@pytest.mark.parametrize("amount", [0, 1, 2**53 + 1, 10**40 + 7, MAX])
+def test_amounts_round_trip_exactly(store: SqlStore, amount: int) -> None:
+    t = transfer("0xa", amount=amount, block=BlockRef(1, "0xb1"))
+    store.upsert_transfers([t])
+    assert store.transfers()[0].amount == amount
+    assert store.save_alert(alert("a1", amount=amount))
+    assert store.alerts()[0].amount == amount
+
+
+@pytest.mark.parametrize("amount", [-1, MAX + 1])
+def test_an_amount_outside_uint256_is_refused(store: SqlStore, amount: int) -> None:
+    with pytest.raises(StoreError, match="amount"):
+        store.upsert_transfers([transfer("0xa", amount=amount)])
+    assert store.transfers() == []
+
+
+def test_address_filter_ignores_case(store: SqlStore) -> None:
+    out = transfer("0x1", frm="0xAbCd", to="0xEEEE", block=BlockRef(1, "0xb1"))
+    into = transfer("0x2", frm="0xffff", to="0xABCD", block=BlockRef(2, "0xb2"))
+    other = transfer("0x3", frm="0x9999", to="0x8888", block=BlockRef(3, "0xb3"))
+    elsewhere = transfer("0x4", frm="0xabcd", to="0x7777", chain="polygon")
+    store.upsert_transfers([out, into, other, elsewhere])
+    assert store.transfers(chain="eth", address="0xabcd") == [out, into]
+    assert store.transfers(address="0XABCD") == [out, into, elsewhere]
+    assert store.transfers(addresses=["0x8888", "0xEeEe"]) == [out, other]
+    assert store.transfers(address="0x9999", addresses=["0xffff"]) == [into, other]
+    assert store.transfers(addresses=[]) == []
+    assert store.transfers(chain="polygon") == [elsewhere]
+
+
+def test_order_is_height_then_arrival_pending_last(store: SqlStore) -> None:
+    b2, b1 = BlockRef(2, "0xb2"), BlockRef(1, "0xb1")
+    late_pending = transfer("0xp")
+    batch = [
+        transfer("0xz", block=b2),
+        late_pending,
+        transfer("0xy", block=b1, index="log:10"),
+        transfer("0xy", block=b1, index="log:9"),
+        transfer("0xa", block=b2),
+    ]
+    store.upsert_transfers(batch)
+    assert [(t.tx_hash, t.index) for t in store.transfers()] == [
+        ("0xy", "log:10"),
+        ("0xy", "log:9"),
+        ("0xz", "tx"),
+        ("0xa", "tx"),
+        ("0xp", "tx"),
+    ]
+    # Mined later, the pending one takes its place at the end of its block.
+    store.upsert_transfers([transfer("0xp", block=b1)])
+    assert [t.tx_hash for t in store.transfers()] == ["0xy", "0xy", "0xp", "0xz", "0xa"]
+
+
+def test_alerts_are_saved_once_and_change_state(store: SqlStore) -> None:
+    later, first = alert("a2", T0 + timedelta(minutes=1)), alert("a1", T0)
+    assert store.save_alert(later) is True
+    assert store.save_alert(first) is True
+    assert store.save_alert(later) is False
+    assert store.alerts() == [first, later]
+    store.set_alert_state("a1", AlertState.CONFIRMED)
+    assert store.alerts()[0].state is AlertState.CONFIRMED
+    assert store.get_alert("a1") == replace(first, state=AlertState.CONFIRMED)
+    assert store.get_alert("a2") == later
+    assert store.get_alert("missing") is None
+    with pytest.raises(StoreError, match="no alert"):
+        store.set_alert_state("missing", AlertState.RETRACTED)
+
+
+def test_alert_without_optional_fields(store: SqlStore) -> None:
+    bare = Alert("a", "r", Severity.INFO, AlertState.PENDING, "btc", "cold", ("a", "b", "c"), T0)
+    assert store.save_alert(bare)
+    assert store.alerts() == [bare]
+
+
+def test_incidents_and_their_timeline(store: SqlStore) -> None:
+    opened = Incident("inc-1", "Hot wallet drain / ホットウォレット流出", T0, from_alert="a1")
+    store.save_incident(Incident("inc-0", "drill", T0 - timedelta(days=1), exercise=True))
+    store.save_incident(opened)
+    closed = Incident("inc-1", opened.title, T0, IncidentStatus.CLOSED, T0 + timedelta(hours=5))
+    store.save_incident(closed)
+    assert [i.id for i in store.incidents()] == ["inc-0", "inc-1"]
+    assert store.incidents()[1] == closed
+
+    note = TimelineEntry("inc-1", T0 + timedelta(minutes=5), TimelineKind.NOTE, "凍結依頼", "ops")
+    detection = TimelineEntry("inc-1", T0, TimelineKind.DETECTION, "outflow seen")
+    same_time = TimelineEntry("inc-1", T0, TimelineKind.ACTION, "keys rotated", section="damage")
+    assert store.add_timeline_entry(note) is True
+    assert store.add_timeline_entry(detection) is True
+    assert store.add_timeline_entry(note) is False
+    assert store.add_timeline_entry(same_time) is True
+    by_other = TimelineEntry(note.incident_id, note.at, note.kind, note.text, actor="lead")
+    assert store.add_timeline_entry(by_other) is True
+    assert store.timeline("inc-1") == [detection, same_time, note, by_other]
+    assert store.timeline("inc-0") == []
+
+
+def test_a_timeline_entry_needs_its_incident(store: SqlStore) -> None:
+    with pytest.raises(StoreError, match="add_timeline_entry"):
+        store.add_timeline_entry(TimelineEntry("nope", T0, TimelineKind.NOTE, "x"))
+
+
+def test_times_come_back_aware_utc(store: SqlStore) -> None:
+    at = datetime(2025, 3, 1, 21, 0, 0, 123456, tzinfo=JST)
+    store.record_block("eth", BlockRef(1, "0xb1"), "0xb0", at)
+    t = Transfer("eth", "0xa", "tx", "f", "t", "native", 1, TransferKind.NATIVE,
+                 TransferStatus.CONFIRMED, BlockRef(1, "0xb1"), at)  # fmt: skip
+    store.upsert_transfers([t])
+    store.save_incident(Incident("i", "t", at))
+    store.add_timeline_entry(TimelineEntry("i", at, TimelineKind.NOTE, "x"))
+    times = [
+        store.transfers()[0].block_time,
+        store.incidents()[0].opened_at,
+        store.timeline("i")[0].at,
+    ]
+    for value in times:
+        assert value == at
+        assert value is not None and value.tzinfo is UTC
+    # The same instant in another zone is the same entry.
+    assert not store.add_timeline_entry(
+        TimelineEntry("i", at.astimezone(UTC), TimelineKind.NOTE, "x")
+    )
+    assert store.upsert_transfers([t]) == 0
+
+
+def test_a_naive_time_is_refused(store: SqlStore) -> None:
+    with pytest.raises(StoreError, match="naive"):
+        store.save_incident(Incident("i", "t", datetime(2025, 1, 1)))
+
+
+def test_reopening_keeps_the_data(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/reopen.db"
+    first = open_store(url)
+    first.set_checkpoint("eth", BlockRef(1, "0xb1"))
+    first.close()
+    second = open_store(url)
+    assert second.get_checkpoint("eth") == BlockRef(1, "0xb1")
+    second.close()
+
+
+# -- property tests ------------------------------------------------------------------------------
+
+_names = st.text("0123456789abcdefABCDEFxyz", min_size=1, max_size=42)
+_times = st.datetimes(
+    min_value=datetime(2009, 1, 3), max_value=datetime(2100, 1, 1),
+    timezones=st.sampled_from([UTC, JST, timezone(timedelta(hours=-5, minutes=-30))]),
+)  # fmt: skip
+
+
+@st.composite
+def _transfers(draw: st.DrawFn) -> Transfer:
+    status = draw(st.sampled_from(TransferStatus))
+    mined = status is not TransferStatus.PENDING
+    return Transfer(
+        chain=draw(st.sampled_from(["eth", "btc", "arb"])),
+        tx_hash=draw(_names),
+        index=draw(st.sampled_from(["tx", "log:0", "log:17", "trace:0.1", "out:3"])),
+        from_address=draw(_names),
+        to_address=draw(_names),
+        asset=draw(st.sampled_from(["native", "0xdac17f958d2ee523a2206206994597c13d831ec7"])),
+        amount=draw(st.integers(0, MAX)),
+        kind=draw(st.sampled_from(TransferKind)),
+        status=status,
+        block=BlockRef(draw(st.integers(0, 2**40)), draw(_names)) if mined else None,
+        block_time=draw(_times) if mined else draw(st.none() | _times),
+    )
+
+
+_lists = st.lists(_transfers(), max_size=25, unique_by=lambda t: t.key)
+_property = settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@_property
+@given(batch=_lists)
+def test_any_transfers_round_trip_and_replay_is_zero(
+    new_store: StoreFactory, batch: list[Transfer]
+) -> None:
+    store = new_store()
+    assert store.upsert_transfers(batch) == len(batch)
+    assert store.upsert_transfers(batch) == 0
+    assert sorted(store.transfers(), key=lambda t: t.key) == sorted(batch, key=lambda t: t.key)
+    for t in batch[:3]:
+        assert t in store.transfers(chain=t.chain, address=t.to_address.upper())
+
+
+@_property
+@given(batch=_lists, data=st.data())
+def test_upsert_counts_exactly_the_rows_it_changes(
+    new_store: StoreFactory, batch: list[Transfer], data: st.DataObject
+) -> None:
+    store = new_store()
+    store.upsert_transfers(batch)
+    before = {t.key: t for t in store.transfers()}
+    # Sightings of known keys in a new status or block, mixed with new keys.
+    known = st.sampled_from(batch) if batch else st.nothing()
+    moved = st.builds(_moved, known, _transfers())
+    moves = data.draw(st.lists(moved | _transfers(), max_size=10))
+    changed = store.upsert_transfers(moves)
+    after = {t.key: t for t in store.transfers()}
+    assert changed == sum(1 for k, t in after.items() if before.get(k) != t)
+
+
+def _moved(known: Transfer, other: Transfer) -> Transfer:
+    return replace(known, status=other.status, block=other.block, block_time=other.block_time)
+
+
+# -- adapters, URLs and errors -------------------------------------------------------------------
+
+
+def test_in_memory_sqlite_is_one_database_for_every_thread() -> None:
+    store = open_store("sqlite://")
+    store.set_checkpoint("eth", BlockRef(1, "0xb1"))
+    seen: list[BlockRef | None] = []
+    worker = threading.Thread(target=lambda: seen.append(store.get_checkpoint("eth")))
+    worker.start()
+    worker.join()
+    assert seen == [BlockRef(1, "0xb1")]
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://u:hunter2@h/db", "postgresql+psycopg2://u:hunter2@h/db", "no url at all hunter2"],
+)
+def test_an_unusable_url_is_a_config_error_without_the_password(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"store\.url") as caught:
+        open_store(url)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_an_unreachable_server_is_a_store_error_without_the_password() -> None:
+    with pytest.raises(StoreError, match=r"cannot open postgresql at 127\.0\.0\.1:1/db") as caught:
+        open_store("postgresql://u:hunter2@127.0.0.1:1/db?connect_timeout=2")
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg", "postgres"])
+def test_postgres_url_spellings(postgres_url: str, scheme: str) -> None:
+    store = open_store(postgres_url.replace("postgresql", scheme, 1))
+    store.get_checkpoint("eth")
+    store.close()
+
+
+def test_an_unwritable_sqlite_path_is_a_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="sqlite file"):
+        open_store(f"sqlite:///{tmp_path}/missing-dir/store.db")
+
+
+@pytest.mark.postgres
+def test_store_on_a_throwaway_cluster() -> None:
+    """The postgres fixture's fallback (initdb + pg_ctl, run as 'postgres' when root), forced."""
+    with throwaway_cluster() as server:
+        assert server.port != 5432
+        with server.database() as url:
+            store = open_store(url)
+            t = transfer("0xa", amount=MAX, block=BlockRef(1, "0xb1"))
+            assert store.upsert_transfers([t]) == 1
+            assert store.transfers() == [t]
+            store.close()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(host=server.host, port=server.port, user="postgres", connect_timeout=2)

@@ -1,0 +1,162 @@
+"""The EVM follower on real chains (eth-tester in process and anvil): what it publishes, what it
+stores, confirmations, restarts and reorgs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from alerts.rules import RulePolicy, WalletBook
+from drainwatch import codec
+from drainwatch.bus.inprocess import InProcessBus
+from drainwatch.events import BlockConnected, BlockDisconnected, Event, TransferSeen
+from drainwatch.model import Chain, ChainKind, TransferStatus
+from drainwatch.ports import Message, Store
+from drainwatch.processor import Processor
+from drainwatch.store import open_store
+from tests.fixtures.evm_nodes import EvmNode
+from watchers.evm.follower import EvmFollower
+
+TOPIC = "test.events"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+ETH = 10**18
+
+
+def _chain(confirmations: int) -> Chain:
+    return Chain(
+        name="devchain",
+        kind=ChainKind.EVM,
+        network="devnet",
+        native_symbol="ETH",
+        native_decimals=18,
+        confirmations=confirmations,
+    )
+
+
+class Rig:
+    def __init__(self, node: EvmNode, store: Store, confirmations: int = 0) -> None:
+        self.node = node
+        self.store = store
+        self.bus = InProcessBus()
+        self.hot, self.cold = node.accounts[1], node.accounts[2]
+        self.outsider, self.attacker = node.accounts[3], node.accounts[4]
+        self.chain = _chain(confirmations)
+        self.sub = self.bus.subscribe(TOPIC, "test")
+        # The real processor stores what the follower publishes (no rules needed here).
+        self.processor = Processor(
+            store, WalletBook([]), {}, {}, RulePolicy(cold_outflow=False), [], clock=_now
+        )
+        self.start = node.head() + 1
+
+    def follower(self) -> EvmFollower:
+        return EvmFollower(
+            self.chain,
+            self.node.rpc,
+            self.store,
+            self.bus,
+            TOPIC,
+            [self.hot, self.cold],
+            start_height=self.start,
+        )
+
+    def events(self) -> list[Event]:
+        out: list[Event] = []
+
+        def handle(message: Message) -> None:
+            out.append(codec.loads_event(message.value))
+            self.processor.handle_message(message)
+
+        self.sub.poll(handle, timeout=0.1)
+        return out
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return open_store(f"sqlite:///{tmp_path / 'store.db'}")
+
+
+def _transfers(events: list[Event]) -> list[tuple[str, str, str, int]]:
+    return [
+        (e.transfer.tx_hash, e.transfer.from_address, e.transfer.to_address, e.transfer.amount)
+        for e in events
+        if isinstance(e, TransferSeen)
+    ]
+
+
+def test_publishes_native_transfers_of_watched_wallets(evm_node: EvmNode, store: Store) -> None:
+    rig = Rig(evm_node, store)
+    reverter = evm_node.deploy_reverter()
+    rig.start = evm_node.head() + 1
+    inflow = evm_node.send(rig.outsider, rig.hot, 3 * ETH)
+    outflow = evm_node.send(rig.hot, rig.attacker, 2 * ETH)
+    evm_node.send(rig.outsider, rig.attacker, 1 * ETH)  # not ours
+    evm_node.send(rig.hot, reverter, 1 * ETH)  # reverted: moves nothing
+    evm_node.send(rig.cold, rig.attacker, 0)  # no value
+    sweep = evm_node.send(rig.hot, rig.cold, 1)
+    processed = rig.follower().step()
+    assert processed == evm_node.head() - rig.start + 1
+    hot, cold, attacker = rig.hot.lower(), rig.cold.lower(), rig.attacker.lower()
+    assert _transfers(rig.events()) == [
+        (inflow.lower(), rig.outsider.lower(), hot, 3 * ETH),
+        (outflow.lower(), hot, attacker, 2 * ETH),
+        (sweep.lower(), hot, cold, 1),
+    ]
+    stored = store.transfers(address=rig.hot)
+    assert [t.tx_hash for t in stored] == [inflow.lower(), outflow.lower(), sweep.lower()]
+    assert all(t.status is TransferStatus.CONFIRMED for t in stored)
+
+
+def test_waits_for_the_confirmation_depth(evm_node: EvmNode, store: Store) -> None:
+    rig = Rig(evm_node, store, confirmations=2)
+    tx = evm_node.send(rig.hot, rig.attacker, 5)
+    rig.follower().step()
+    assert _transfers(rig.events()) == []
+    evm_node.mine(2)
+    rig.follower().step()
+    assert [t[0] for t in _transfers(rig.events())] == [tx.lower()]
+
+
+def test_restart_resumes_from_the_checkpoint_without_gaps(evm_node: EvmNode, store: Store) -> None:
+    rig = Rig(evm_node, store)
+    first = evm_node.send(rig.hot, rig.attacker, 7)
+    rig.follower().step()
+    second = evm_node.send(rig.hot, rig.attacker, 8)
+    evm_node.mine(3)
+    rig.follower().step()  # a new follower, as after a restart
+    events = rig.events()
+    assert [t[0] for t in _transfers(events)] == [first.lower(), second.lower()]
+    heights = [e.block.height for e in events if isinstance(e, BlockConnected)]
+    assert heights == list(range(rig.start, evm_node.head() + 1))
+
+
+def test_a_reorg_orphans_what_it_replaced(evm_node: EvmNode, store: Store) -> None:
+    rig = Rig(evm_node, store)
+    follower = rig.follower()
+    evm_node.send(rig.outsider, rig.hot, 1)
+    snap = evm_node.snapshot()
+    lost = evm_node.send(rig.hot, rig.attacker, 111)
+    follower.step()
+    before = rig.events()
+    [lost_block] = [
+        e.transfer.block for e in before if isinstance(e, TransferSeen) and e.transfer.amount == 111
+    ]
+    evm_node.revert(snap)
+    kept = evm_node.send(rig.hot, rig.outsider, 222)
+    evm_node.mine(2)
+    follower.step()
+    after = rig.events()
+    assert follower.reorgs == 1
+    assert [e.block for e in after if isinstance(e, BlockDisconnected)] == [lost_block]
+    assert [t[0] for t in _transfers(after)] == [kept.lower()]
+    by_hash = {t.tx_hash: t for t in store.transfers(chain="devchain")}
+    assert by_hash[lost.lower()].status is TransferStatus.ORPHANED
+    assert by_hash[kept.lower()].status is TransferStatus.CONFIRMED
+    checkpoint = store.get_checkpoint("devchain")
+    assert checkpoint is not None and checkpoint.height == evm_node.head()

@@ -1,0 +1,84 @@
+"""The migrations create exactly what drainwatch.store.schema declares, on both backends.
+
+These need a database (a SQLite file, and a fresh database on the real PostgreSQL), not only
+the pure core: they live here because the migrations are checked alongside the schema models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, inspect
+
+from drainwatch.model import BlockRef
+from drainwatch.store import MIGRATIONS, alembic_config, migrate, open_store
+from drainwatch.store.schema import Base
+from tests.fixtures.postgres import PgServer
+
+TABLES = {"blocks", "transfers", "checkpoints", "alerts", "incidents", "timeline_entries"}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a database that has never seen a migration."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/fresh.db"
+        return
+    server: PgServer = request.getfixturevalue("postgres_server")
+    with server.database("drainwatch_migration") as url:
+        yield url
+
+
+def _engine(url: str) -> Engine:
+    return create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+
+
+def _revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def test_one_head_and_no_alembic_ini_needed() -> None:
+    scripts = ScriptDirectory.from_config(alembic_config())
+    assert scripts.get_heads() == ["0001"]
+    assert not list(MIGRATIONS.glob("*.ini"))
+
+
+def test_migrated_database_matches_the_models(empty_database: str) -> None:
+    open_store(empty_database).close()
+    engine = _engine(empty_database)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+    assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
+    engine.dispose()
+
+
+def test_reopening_a_migrated_database_is_a_no_op(empty_database: str) -> None:
+    store = open_store(empty_database)
+    store.set_checkpoint("eth", BlockRef(3, "0xb3"))
+    store.close()
+    engine = _engine(empty_database)
+    assert _revision(engine) == "0001"
+    migrate(engine)  # again: nothing to do, nothing lost
+    assert _revision(engine) == "0001"
+    engine.dispose()
+    reopened = open_store(empty_database)
+    assert reopened.get_checkpoint("eth") == BlockRef(3, "0xb3")
+    reopened.close()
+
+
+def test_downgrade_removes_every_table(empty_database: str) -> None:
+    open_store(empty_database).close()
+    engine = _engine(empty_database)
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    assert _revision(engine) is None
+    engine.dispose()

@@ -1,0 +1,182 @@
+"""`drainwatch watch`, `transfers` and `alerts` end to end on anvil, with the store on SQLite and
+on the real PostgreSQL server: the cold-wallet drain is alerted once, a restart resumes without
+repeating it, and bad settings fail with exit 2."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drainwatch.cli import main
+from tests.fixtures.evm_nodes import AnvilNode
+from tests.fixtures.postgres import PgServer
+from watchers.jsonrpc import HttpJsonRpc
+
+CONFIG = """\
+exchange: {{name: Test Exchange}}
+store: {{url: "{store}"{password}}}
+chains:
+  dev:
+    kind: evm
+    network: devnet
+    chain_id: 31337
+    rpc: [{{url: "{rpc}"}}]
+    confirmations: 0
+    poll_interval_seconds: 0.05
+wallets:
+  hot: {{chain: dev, role: hot, custody: {{kind: single_key}}, addresses: ["{hot}"]}}
+  cold:
+    chain: dev
+    role: cold
+    custody: {{kind: multisig, threshold: 2, signers: [a, b, c]}}
+    addresses: ["{cold}"]
+alerts: {{channels: [{{kind: console}}]}}
+"""
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'dw.db'}"
+        return
+    server: PgServer = request.getfixturevalue("postgres_server")
+    with server.database() as url:
+        yield url
+
+
+def _config(tmp_path: Path, node: AnvilNode, url: str, store: str, password: str = "") -> Path:
+    path = tmp_path / "dw.yaml"
+    path.write_text(
+        CONFIG.format(
+            store=store, password=password, rpc=url, hot=node.accounts[1], cold=node.accounts[2]
+        )
+    )
+    return path
+
+
+def test_watch_alerts_once_and_resumes(
+    tmp_path: Path, anvil_url: str, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    config = _config(tmp_path, node, anvil_url, store_url)
+    start = node.head()
+    assert main(["watch", str(config), "--until-height", f"dev={start}"]) == 0
+    drain = node.send(node.accounts[2], node.accounts[8], 7 * 10**18)
+    node.send(node.accounts[1], node.accounts[8], 10**18)  # hot outflow: not this rule
+    head = node.head()
+    assert main(["watch", str(config), "--until-height", f"dev={head}"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[CRITICAL] Outflow from cold wallet") == 1
+    assert "7 ETH" in out and drain.lower() in out and "コールドウォレットからの送金" in out
+
+    # A restart with nothing new repeats nothing.
+    assert main(["watch", str(config), "--until-height", f"dev={head}"]) == 0
+    assert "Outflow" not in capsys.readouterr().out
+
+    assert main(["transfers", str(config), "--wallet", "cold", "--json"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    record = json.loads(line)
+    assert (record["tx_hash"], record["amount"]) == (drain.lower(), str(7 * 10**18))
+    assert main(["alerts", str(config), "--json"]) == 0
+    [alert] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert alert["rule_id"] == "cold-outflow" and alert["tx_hash"] == drain.lower()
+
+
+def test_unknown_chain_in_until_height(
+    tmp_path: Path, anvil_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    config = _config(tmp_path, node, anvil_url, f"sqlite:///{tmp_path / 'x.db'}")
+    assert main(["watch", str(config), "--until-height", "mars=5"]) == 2
+    assert "mars" in capsys.readouterr().err
+
+
+def test_missing_database_password_variable(
+    tmp_path: Path,
+    anvil_url: str,
+    postgres_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    password = ", password_env: DW_TEST_DB_PASSWORD"
+    config = _config(tmp_path, node, anvil_url, postgres_url, password)
+    monkeypatch.delenv("DW_TEST_DB_PASSWORD", raising=False)
+    assert main(["alerts", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "store.password_env" in err and "DW_TEST_DB_PASSWORD" in err
+    monkeypatch.setenv("DW_TEST_DB_PASSWORD", "not-needed-with-trust-auth")
+    assert main(["alerts", str(config)]) == 0
+    assert "not-needed" not in capsys.readouterr().err
+
+
+def test_unreachable_node_is_an_error_not_a_hang(
+    tmp_path: Path, anvil_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    from tests.fixtures.evm_nodes import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = _config(tmp_path, node, dead, f"sqlite:///{tmp_path / 'y.db'}")
+    assert main(["watch", str(config), "--until-height", "dev=1"]) == 1
+    err = capsys.readouterr().err
+    assert "127.0.0.1" in err and "Traceback" not in err
+
+
+def test_the_service_waits_for_a_node_that_comes_back(tmp_path: Path) -> None:
+    """Without --until-height, `watch` is a service: a dead node is retried, not fatal."""
+    import io
+    import threading
+    import time
+
+    from drainwatch.store import open_store
+    from drainwatch.wiring import run_watch
+    from tests.fixtures.evm_nodes import free_port, start_anvil
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    db = tmp_path / "svc.db"
+    stop = threading.Event()
+    out = io.StringIO()
+    proc = None
+    try:
+        proc, _ = start_anvil(port)
+        node = AnvilNode(HttpJsonRpc(url))
+        accounts = node.accounts
+        proc.terminate()
+        proc.wait(timeout=10)
+        path = tmp_path / "svc.yaml"
+        path.write_text(
+            CONFIG.format(
+                store=f"sqlite:///{db}", password="", rpc=url, hot=accounts[1], cold=accounts[2]
+            )
+        )
+        result: list[int] = []
+        thread = threading.Thread(
+            target=lambda: result.append(run_watch(path, {}, stop=stop, stream=out)), daemon=True
+        )
+        thread.start()
+        time.sleep(1.5)  # the service is now retrying a dead node
+        assert thread.is_alive()
+        proc, _ = start_anvil(port)
+        node = AnvilNode(HttpJsonRpc(url))
+        deadline = time.monotonic() + 60
+        store = open_store(f"sqlite:///{db}")
+        while store.get_checkpoint("dev") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        drain = node.send(accounts[2], accounts[8], 3 * 10**18)
+        while not store.alerts() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [a.tx_hash for a in store.alerts()] == [drain.lower()]
+        store.close()
+    finally:
+        stop.set()
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
+    thread.join(timeout=30)
+    assert result == [0]
+    assert "Outflow from cold wallet" in out.getvalue()

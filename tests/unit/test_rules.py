@@ -1,0 +1,132 @@
+"""Alert rules are pure: the same event, wallets and policy give the same alerts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from alerts.render import render
+from alerts.rules import COLD_OUTFLOW, RulePolicy, WalletBook, alert_id, evaluate
+from drainwatch.events import BlockConnected, TransferSeen
+from drainwatch.model import (
+    AlertState,
+    Asset,
+    AssetKind,
+    BlockRef,
+    Chain,
+    ChainKind,
+    Custody,
+    CustodyKind,
+    Severity,
+    Transfer,
+    TransferKind,
+    TransferStatus,
+    Wallet,
+    WalletRole,
+)
+
+NOW = datetime(2026, 11, 22, tzinfo=UTC)
+HOT = "0x" + "11" * 20
+COLD = "0xAbCdEf" + "22" * 17
+ATTACKER = "0x" + "99" * 20
+CHAIN = Chain(
+    "ethereum",
+    ChainKind.EVM,
+    "mainnet",
+    "ETH",
+    18,
+    chain_id=1,
+    explorer_tx_url="https://explorer.example/tx/{tx}",
+)
+BOOK = WalletBook(
+    [
+        Wallet("eth-hot", "ethereum", WalletRole.HOT, Custody(CustodyKind.MPC), (HOT,)),
+        Wallet(
+            "eth-cold",
+            "ethereum",
+            WalletRole.COLD,
+            Custody(CustodyKind.MULTISIG, 2, ("a", "b", "c")),
+            (COLD,),
+        ),
+    ]
+)
+
+
+def _transfer(src: str, dst: str, amount: int = 4_800 * 10**18, **kw: object) -> Transfer:
+    values: dict[str, object] = dict(
+        chain="ethereum",
+        tx_hash="0x" + "ab" * 32,
+        index="tx",
+        from_address=src.lower(),
+        to_address=dst.lower(),
+        asset="native",
+        amount=amount,
+        kind=TransferKind.NATIVE,
+        status=TransferStatus.CONFIRMED,
+        block=BlockRef(100, "0x" + "cd" * 32),
+        block_time=NOW,
+    )
+    values.update(kw)
+    return Transfer(**values)  # type: ignore[arg-type]
+
+
+def test_cold_outflow_to_a_stranger_is_critical() -> None:
+    [alert] = evaluate(TransferSeen(_transfer(COLD, ATTACKER)), BOOK, RulePolicy(), NOW)
+    assert alert.rule_id == COLD_OUTFLOW
+    assert alert.severity is Severity.CRITICAL
+    assert alert.state is AlertState.CONFIRMED
+    assert alert.wallet == "eth-cold"
+    assert alert.amount == 4_800 * 10**18
+    assert alert.id == alert_id(COLD_OUTFLOW, ("ethereum", "0x" + "ab" * 32, "tx"))
+
+
+def test_cold_to_own_wallet_is_a_warning_and_hot_outflow_is_not_this_rule() -> None:
+    [alert] = evaluate(TransferSeen(_transfer(COLD, HOT)), BOOK, RulePolicy(), NOW)
+    assert alert.severity is Severity.WARNING
+    assert evaluate(TransferSeen(_transfer(HOT, ATTACKER)), BOOK, RulePolicy(), NOW) == []
+    assert evaluate(TransferSeen(_transfer(ATTACKER, COLD)), BOOK, RulePolicy(), NOW) == []
+
+
+def test_disabled_rule_and_other_events() -> None:
+    event = TransferSeen(_transfer(COLD, ATTACKER))
+    assert evaluate(event, BOOK, RulePolicy(cold_outflow=False), NOW) == []
+    block = BlockConnected("ethereum", BlockRef(1, "0x" + "00" * 32), "0x" + "00" * 32, NOW)
+    assert evaluate(block, BOOK, RulePolicy(), NOW) == []
+
+
+def test_pending_transfers_raise_pending_alerts() -> None:
+    event = TransferSeen(_transfer(COLD, ATTACKER, status=TransferStatus.PENDING, block=None))
+    [alert] = evaluate(event, BOOK, RulePolicy(), NOW)
+    assert alert.state is AlertState.PENDING and alert.block is None
+
+
+@given(st.integers(1, 2**256 - 1), st.sampled_from(list(TransferStatus)))
+def test_evaluation_is_deterministic(amount: int, status: TransferStatus) -> None:
+    event = TransferSeen(_transfer(COLD, ATTACKER, amount, status=status))
+    assert evaluate(event, BOOK, RulePolicy(), NOW) == evaluate(event, BOOK, RulePolicy(), NOW)
+
+
+def test_rendered_text_in_both_languages_names_everything() -> None:
+    [alert] = evaluate(TransferSeen(_transfer(COLD, ATTACKER)), BOOK, RulePolicy(), NOW)
+    text = render(alert, CHAIN, {}, BOOK)
+    for body in (text.en, text.ja):
+        assert "eth-cold" in body
+        assert "4,800 ETH" in body
+        assert "0x" + "ab" * 32 in body
+        assert "100" in body and "0x" + "cd" * 32 in body
+        assert "https://explorer.example/tx/0x" + "ab" * 32 in body
+        assert "2-of-3" in body
+    assert "CRITICAL" in text.en and "Outflow from cold wallet" in text.en
+    assert "重大" in text.ja and "コールドウォレットからの送金" in text.ja
+
+
+def test_token_amounts_use_the_token_decimals_and_unknown_tokens_are_not_guessed() -> None:
+    usdt = Asset(
+        "ethereum", "USDT", 6, AssetKind.TOKEN, "0xdac17f958d2ee523a2206206994597c13d831ec7"
+    )
+    t = _transfer(COLD, ATTACKER, 1_234_500_000, asset=usdt.asset_id, kind=TransferKind.TOKEN)
+    [alert] = evaluate(TransferSeen(t), BOOK, RulePolicy(), NOW)
+    assert "1,234.5 USDT" in render(alert, CHAIN, {usdt.asset_id: usdt}, BOOK).en
+    assert "1234500000 base units" in render(alert, CHAIN, {}, BOOK).en

@@ -1,0 +1,147 @@
+"""JSON-RPC over HTTP, for EVM nodes and Bitcoin Core alike, with failover between endpoints.
+
+Errors are sorted once, here: a timeout, a refused connection, HTTP 429 or 5xx is retriable
+(``RetriableRpcError``: try the next endpoint, back off); a JSON-RPC error object is an
+``RpcError``; an answer that is not JSON-RPC at all is ``MalformedRpcResponse``. Numbers that are
+not integers are parsed as ``Decimal`` (Bitcoin Core reports BTC amounts as JSON numbers), never
+as floats.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from drainwatch.errors import MalformedRpcResponse, RetriableRpcError, RpcError
+from drainwatch.ports import JsonRpc
+
+log = logging.getLogger(__name__)
+
+
+def redact_url(url: str) -> str:
+    """Scheme, host and port only: safe for logs, alerts and reports.
+
+    Hosted node providers put the API key in the path (``/v3/<key>``), so the path goes too.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    path = "/…" if parts.path.strip("/") else ""
+    return urlunsplit((parts.scheme, host, path, "", ""))
+
+
+class HttpJsonRpc:
+    """One JSON-RPC endpoint over HTTP(S).
+
+    ``basic_auth`` is ``(user, password)`` taken from the environment by the wiring; it is never
+    part of ``endpoint``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        basic_auth: tuple[str, str] | None = None,
+        timeout: float = 10.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self._url = url
+        self._auth = basic_auth
+        self._timeout = timeout
+        self._session = session or requests.Session()
+        self._ids = itertools.count(1)
+        self.endpoint = redact_url(url)
+
+    def call(self, method: str, params: Sequence[Any]) -> Any:
+        request_id = next(self._ids)
+        payload = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": list(params)}
+        try:
+            response = self._session.post(
+                self._url, json=payload, auth=self._auth, timeout=self._timeout
+            )
+        except requests.RequestException as exc:
+            raise RetriableRpcError(f"{self.endpoint}: {method} failed: {exc}") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise RetriableRpcError(
+                f"{self.endpoint}: {method} answered HTTP {response.status_code}"
+            )
+        try:
+            body = json.loads(response.content, parse_float=Decimal)
+        except ValueError as exc:
+            raise MalformedRpcResponse(
+                self.endpoint, method, f"HTTP {response.status_code}, not JSON"
+            ) from exc
+        return unwrap_response(self.endpoint, method, body)
+
+
+def unwrap_response(endpoint: str, method: str, body: Any) -> Any:
+    """The ``result`` of a JSON-RPC response object, or the error it carries, as an exception."""
+    if not isinstance(body, dict):
+        raise MalformedRpcResponse(endpoint, method, "the answer is not a JSON object")
+    error = body.get("error")
+    if error is not None:
+        if isinstance(error, dict):
+            code, message = error.get("code"), error.get("message")
+            raise RpcError(f"{endpoint}: {method} returned error {code}: {message}")
+        raise RpcError(f"{endpoint}: {method} returned error {error!r}")
+    if "result" not in body:
+        raise MalformedRpcResponse(endpoint, method, "neither result nor error in the answer")
+    return body["result"]
+
+
+class FailoverRpc:
+    """Several endpoints of one chain: the first that answers wins; a retriable failure moves on.
+
+    The endpoint that answered last is tried first next time, so a dead primary costs one
+    timeout per round, not one per call. When every endpoint fails, the round is retried with
+    exponential back-off before giving up with the last error.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[JsonRpc],
+        *,
+        rounds: int = 3,
+        backoff_seconds: float = 0.5,
+        sleep: Any = time.sleep,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("FailoverRpc needs at least one endpoint")
+        self._endpoints = list(endpoints)
+        self._rounds = rounds
+        self._backoff = backoff_seconds
+        self._sleep = sleep
+        self.failovers = 0
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoints[0].endpoint
+
+    def call(self, method: str, params: Sequence[Any]) -> Any:
+        last: RetriableRpcError | None = None
+        for attempt in range(self._rounds):
+            for position, rpc in enumerate(list(self._endpoints)):
+                try:
+                    result = rpc.call(method, params)
+                except RetriableRpcError as exc:
+                    log.warning("RPC endpoint failed, trying the next: %s", exc)
+                    last = exc
+                    continue
+                if position:
+                    # Promote the endpoint that answered so the dead one is not tried first.
+                    self._endpoints.insert(0, self._endpoints.pop(position))
+                    self.failovers += 1
+                return result
+            if attempt + 1 < self._rounds:
+                self._sleep(self._backoff * 2**attempt)
+        assert last is not None
+        raise last
