@@ -150,12 +150,27 @@ class BusSettings(ConfigModel):
 
 
 class RpcEndpoint(ConfigModel):
-    url: Annotated[str, AfterValidator(_endpoint_url)] = Field(
-        description="JSON-RPC URL (http, https, ws, wss), without credentials."
+    url: Annotated[str, AfterValidator(_endpoint_url)] | None = Field(
+        None, description="JSON-RPC URL (http, https, ws, wss), without credentials."
+    )
+    url_env: EnvName | None = Field(
+        None,
+        description=(
+            "Env var holding the whole URL, for hosted nodes whose URL carries an API key "
+            "(https://…/v3/KEY). Give url or url_env, not both."
+        ),
     )
     auth_env: EnvName | None = Field(
         None, description="Env var holding credentials (user:password or a bearer token)."
     )
+
+    @model_validator(mode="after")
+    def _one_url(self) -> RpcEndpoint:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError(
+                "give exactly one of url (in the file) or url_env (from the environment)"
+            )
+        return self
 
 
 class TokenSettings(ConfigModel):

@@ -64,12 +64,7 @@ def build_store(settings: Settings) -> Store:
 
     password = None
     if settings.store.password_env:
-        password = os.environ.get(settings.store.password_env)
-        if password is None:
-            raise ConfigError(
-                "store.password_env",
-                f"environment variable {settings.store.password_env} is not set",
-            )
+        password = _env("store.password_env", settings.store.password_env)
     return open_store(settings.store.url, password=password)
 
 
@@ -107,28 +102,36 @@ def open_app(config_path: Path) -> Iterator[App]:
 
 
 def build_rpc(name: str, chain: ChainSettings) -> JsonRpc:
-    """Every configured endpoint of a chain behind failover; credentials from the environment."""
+    """Every configured endpoint of a chain behind failover; URLs and credentials named by
+    ``url_env`` / ``auth_env`` come from the environment."""
     from watchers.jsonrpc import FailoverRpc, HttpJsonRpc
 
     endpoints: list[JsonRpc] = []
     for i, endpoint in enumerate(chain.rpc):
-        auth: tuple[str, str] | None = None
-        if endpoint.auth_env:
-            secret = os.environ.get(endpoint.auth_env)
-            if not secret or ":" not in secret:
-                raise ConfigError(
-                    f"chains.{name}.rpc[{i}].auth_env",
-                    f"environment variable {endpoint.auth_env} must be set to USER:PASSWORD",
-                )
-            user, _, password = secret.partition(":")
-            auth = (user, password)
-        if not endpoint.url.startswith(("http://", "https://")):
+        where = f"chains.{name}.rpc[{i}]"
+        url = endpoint.url or _env(f"{where}.url_env", endpoint.url_env)
+        if not url.startswith(("http://", "https://")):
             raise ConfigError(
-                f"chains.{name}.rpc[{i}].url",
-                "only http(s) endpoints can be reached from `drainwatch watch`",
+                f"{where}.url", "only http(s) endpoints can be reached from `drainwatch watch`"
             )
-        endpoints.append(HttpJsonRpc(endpoint.url, basic_auth=auth))
+        auth: tuple[str, str] | None = None
+        headers: dict[str, str] = {}
+        if endpoint.auth_env:
+            secret = _env(f"{where}.auth_env", endpoint.auth_env)
+            if ":" in secret:
+                user, _, password = secret.partition(":")
+                auth = (user, password)
+            else:
+                headers["Authorization"] = f"Bearer {secret}"
+        endpoints.append(HttpJsonRpc(url, basic_auth=auth, headers=headers))
     return FailoverRpc(endpoints)
+
+
+def _env(field_path: str, name: str | None) -> str:
+    value = os.environ.get(name or "")
+    if not value:
+        raise ConfigError(field_path, f"environment variable {name} is not set")
+    return value
 
 
 def build_sinks(settings: Settings, stream: TextIO | None = None) -> list[AlertSink]:

@@ -42,8 +42,8 @@ def redact_url(url: str) -> str:
 class HttpJsonRpc:
     """One JSON-RPC endpoint over HTTP(S).
 
-    ``basic_auth`` is ``(user, password)`` taken from the environment by the wiring; it is never
-    part of ``endpoint``.
+    ``basic_auth`` is ``(user, password)`` and ``headers`` may carry a bearer token, both taken
+    from the environment by the wiring; neither is ever part of ``endpoint``.
     """
 
     def __init__(
@@ -51,6 +51,7 @@ class HttpJsonRpc:
         url: str,
         *,
         basic_auth: tuple[str, str] | None = None,
+        headers: dict[str, str] | None = None,
         timeout: float = 10.0,
         session: requests.Session | None = None,
     ) -> None:
@@ -58,6 +59,7 @@ class HttpJsonRpc:
         self._auth = basic_auth
         self._timeout = timeout
         self._session = session or requests.Session()
+        self._session.headers.update(headers or {})
         self._ids = itertools.count(1)
         self.endpoint = redact_url(url)
 

@@ -180,3 +180,25 @@ def test_the_service_waits_for_a_node_that_comes_back(tmp_path: Path) -> None:
     thread.join(timeout=30)
     assert result == [0]
     assert "Outflow from cold wallet" in out.getvalue()
+
+
+def test_endpoint_url_and_token_from_the_environment(
+    tmp_path: Path,
+    anvil_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    config = _config(tmp_path, node, anvil_url, f"sqlite:///{tmp_path / 'e.db'}")
+    text = config.read_text().replace(
+        f'rpc: [{{url: "{anvil_url}"}}]', "rpc: [{url_env: DW_TEST_RPC, auth_env: DW_TEST_TOKEN}]"
+    )
+    config.write_text(text)
+    monkeypatch.delenv("DW_TEST_RPC", raising=False)
+    monkeypatch.setenv("DW_TEST_TOKEN", "tok-123")
+    assert main(["watch", str(config), "--until-height", "dev=0"]) == 2
+    assert "chains.dev.rpc[0].url_env" in capsys.readouterr().err
+    monkeypatch.setenv("DW_TEST_RPC", anvil_url + "/")
+    assert main(["watch", str(config), "--until-height", "dev=0"]) == 0
+    err = capsys.readouterr().err
+    assert "tok-123" not in err

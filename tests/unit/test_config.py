@@ -168,6 +168,17 @@ BAD = [
         "chains.bitcoin.tokens",
     ),
     Bad("no-rpc", edit(("chains|ethereum|rpc", [])), "chains.ethereum.rpc"),
+    Bad("rpc-no-url", edit(("chains|ethereum|rpc|0|url", DELETE)), "chains.ethereum.rpc[0]"),
+    Bad(
+        "rpc-url-and-url-env",
+        edit(("chains|ethereum|rpc|0|url_env", "ETH_RPC_URL")),
+        "chains.ethereum.rpc[0]",
+    ),
+    Bad(
+        "rpc-url-env-not-a-name",
+        edit(("chains|ethereum|rpc|0", {"url_env": "https://node.example/v3/abc"})),
+        "chains.ethereum.rpc[0].url_env",
+    ),
     Bad(
         "rpc-url-credentials",
         edit(("chains|ethereum|rpc|0|url", "https://alice:Hunter2Pass@node.example")),
