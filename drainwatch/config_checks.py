@@ -29,6 +29,8 @@ def problems(settings: Settings) -> Iterator[Problem]:
         yield ("bus", "bootstrap_servers"), "kind: kafka needs at least one host:port"
     if settings.bus.kind == "inprocess" and settings.bus.bootstrap_servers:
         yield ("bus", "bootstrap_servers"), "only used with kind: kafka"
+    if settings.bus.heartbeat_interval_ms * 3 > settings.bus.session_timeout_ms:
+        yield ("bus", "heartbeat_interval_ms"), "must be at most a third of session_timeout_ms"
     for name, chain in settings.chains.items():
         yield from _chain_problems(("chains", name), chain)
     seen: dict[str, FieldPath] = {}

@@ -147,6 +147,16 @@ class BusSettings(ConfigModel):
     topic_prefix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+$")] = Field(
         "drainwatch", description="Kafka topic names start with this."
     )
+    session_timeout_ms: Annotated[StrictInt, Field(ge=1000, le=3_600_000)] = Field(
+        10_000,
+        description=(
+            "Kafka consumer-group session timeout: how soon a dead consumer's partitions move "
+            "to another. Some brokers make every group join wait about half of it."
+        ),
+    )
+    heartbeat_interval_ms: Annotated[StrictInt, Field(ge=100, le=1_200_000)] = Field(
+        3_000, description="Kafka consumer heartbeat; at most a third of session_timeout_ms."
+    )
 
 
 class RpcEndpoint(ConfigModel):

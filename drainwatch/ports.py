@@ -111,6 +111,18 @@ class Subscription(Protocol):
         group after a restart).
         """
 
+    def backlog(self) -> int | None:
+        """How many messages of the topic are published but not yet handled by this group on
+        the partitions this member holds: what polls still have to deliver before the member
+        has caught up. Messages delivered to a handler that raised count as not handled.
+
+        ``None`` when it cannot tell yet — on Kafka while the member holds no partition (its
+        group join, about 3 s on tansu, is still in progress, which only ``poll`` advances) or
+        has not had a first fetch response from each of them.
+        A caller waiting for a consumer to catch up polls until this is ``0``, with a bound.
+        Only reads: it neither moves the member's position nor commits anything.
+        """
+
     def close(self) -> None: ...
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from alerts.console import ConsoleSink
 from alerts.rules import RulePolicy, WalletBook
-from drainwatch.errors import ConfigError, RetriableRpcError, UsageError
+from drainwatch.errors import BusError, ConfigError, RetriableRpcError, UsageError
 from drainwatch.model import Asset, Chain, ChainKind, Severity, Wallet
 from drainwatch.ports import AlertSink, EventBus, JsonRpc, Store, Subscription
 from drainwatch.processor import Processor
@@ -72,7 +73,13 @@ def build_bus(settings: Settings) -> EventBus:
     if settings.bus.kind == "kafka":
         from drainwatch.bus.kafka import KafkaBus
 
-        return KafkaBus(list(settings.bus.bootstrap_servers))
+        return KafkaBus(
+            list(settings.bus.bootstrap_servers),
+            consumer_options={
+                "session_timeout_ms": settings.bus.session_timeout_ms,
+                "heartbeat_interval_ms": settings.bus.heartbeat_interval_ms,
+            },
+        )
     from drainwatch.bus.inprocess import InProcessBus
 
     return InProcessBus()
@@ -173,6 +180,21 @@ class Pipeline:
             total += taken
         return total
 
+    def catch_up(self, limit_seconds: float = 60.0) -> None:
+        """Poll until the processor has handled everything published so far (bounded): on
+        Kafka the group join alone takes seconds, so an empty poll does not mean caught up."""
+        deadline = time.monotonic() + limit_seconds
+        while True:
+            self.drain()
+            backlog = self._subscription.backlog()
+            if backlog == 0:
+                return
+            if time.monotonic() > deadline:
+                raise BusError(
+                    f"the processor did not catch up within {limit_seconds:.0f} s "
+                    f"(backlog: {'unknown' if backlog is None else backlog} message(s))"
+                )
+
     def close(self) -> None:
         self._subscription.close()
 
@@ -216,7 +238,7 @@ def build_pipeline(
         sinks,
         clock=lambda: datetime.now(UTC),
     )
-    return Pipeline(followers, processor, app.bus.subscribe(topic, PROCESSOR_GROUP))
+    return Pipeline(followers, processor, app.bus.subscribe(topic, app.topic(PROCESSOR_GROUP)))
 
 
 def run_watch(
@@ -261,6 +283,7 @@ def run_watch(
                     stop.wait(pause)
                     continue
                 if until and all(_reached(app, chain, h) for chain, h in until.items()):
+                    pipeline.catch_up()
                     return 0
                 stop.wait(interval)
             return 0

@@ -120,6 +120,17 @@ class InProcessBus:
                     return []
                 self._cond.wait(remaining)
 
+    def _backlog(self, sub: InProcessSubscription) -> int:
+        with self._cond:
+            self._check_open()
+            if sub.closed:
+                raise BusError(f"subscription to {sub.topic} (group {sub.group}) is closed")
+            t = self._topics[sub.topic]
+            return sum(
+                len(log) - offset
+                for log, offset in zip(t.partitions, t.offsets(sub.group), strict=True)
+            )
+
     def _commit(self, group: str, message: Message) -> None:
         with self._cond:
             self._topics[message.topic].offsets(group)[message.partition] = message.offset + 1
@@ -164,6 +175,12 @@ class InProcessSubscription:
         finally:
             self._bus._release(self.topic, self.group)
         return handled
+
+    def backlog(self) -> int | None:
+        """Exact, never None: every member of the group holds every partition, so this is the
+        number of messages of the topic past the group's committed offsets — including those a
+        member is handling right now, until their handler has returned."""
+        return self._bus._backlog(self)
 
     def close(self) -> None:
         self.closed = True

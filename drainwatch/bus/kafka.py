@@ -11,7 +11,8 @@ Guarantees and how they are kept:
   sends are never checked.)
 - At-least-once consumption: auto-commit is off; a poll commits the offsets of the messages
   whose handler returned, and when a handler raises it commits those, seeks every partition of
-  the batch back to its first unhandled message and re-raises.
+  the batch back to its first unhandled message and re-raises. The consumer side lives in
+  ``drainwatch.bus.kafka_subscription`` and is re-exported here as ``KafkaSubscription``.
 
 Topic names are chosen by the caller (``<prefix>.<name>``); ``ensure_topic`` creates one with
 CreateTopics. Growing an existing topic (CreatePartitions) is deliberately not attempted: tansu,
@@ -30,10 +31,11 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, TopicAlreadyExistsError
-from kafka.structs import OffsetAndMetadata
 
+from drainwatch.bus.kafka_subscription import KafkaSubscription
 from drainwatch.errors import BusError
-from drainwatch.ports import Handler, Message
+
+__all__ = ["KafkaBus", "KafkaSubscription"]
 
 log = logging.getLogger(__name__)
 
@@ -245,93 +247,9 @@ class _FlushReport:
         return "; ".join(parts)
 
 
-class KafkaSubscription:
-    """One ``KafkaConsumer`` in ``group`` subscribed to ``topic``."""
-
-    def __init__(self, consumer: Any, topic: str, group: str, where: str) -> None:
-        self._consumer = consumer
-        self.topic = topic
-        self.group = group
-        self._where = where
-        # A Subscription dropped without close() must still leave the group: the consumer's
-        # I/O thread would otherwise keep it a member, holding its partitions indefinitely.
-        self._finalizer = weakref.finalize(self, _close_consumer, consumer)
-
-    def poll(self, handler: Handler, *, max_messages: int = 500, timeout: float = 1.0) -> int:
-        if max_messages < 1:
-            raise ValueError("max_messages must be at least 1")
-        if not self._finalizer.alive:
-            raise BusError(f"subscription to {self.topic} (group {self.group}) is closed")
-        try:
-            batch = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_messages)
-        except KafkaError as exc:
-            raise BusError(f"poll of {self.topic} on {self._where} failed: {exc}") from exc
-        done: dict[Any, Any] = {}  # TopicPartition -> OffsetAndMetadata of the next message
-        handled = 0
-        try:
-            for tp, records in batch.items():
-                for record in records:
-                    handler(_message(record))
-                    done[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
-                    handled += 1
-        except BaseException:
-            self._rewind(batch, done)
-            try:
-                self._commit(done)
-            except BusError as exc:
-                # The handler's exception is the one the caller must see; the uncommitted
-                # successes will merely be delivered again.
-                log.warning("%s", exc)
-            raise
-        self._commit(done)
-        return handled
-
-    def _rewind(self, batch: Mapping[Any, list[Any]], done: Mapping[Any, Any]) -> None:
-        """Seek each partition of the batch back to its first unhandled message, so that the
-        next poll delivers it again (the consumer's position is already past the batch)."""
-        for tp, records in batch.items():
-            first_unhandled = done[tp].offset if tp in done else records[0].offset
-            if first_unhandled > records[-1].offset:
-                continue
-            try:
-                self._consumer.seek(tp, first_unhandled)
-            except (ValueError, KafkaError) as exc:
-                # Revoked meanwhile: its next owner starts from the committed offset anyway.
-                log.info("not rewinding %s: %s", tp, exc)
-
-    def _commit(self, offsets: dict[Any, Any]) -> None:
-        if not offsets:
-            return
-        try:
-            self._consumer.commit(offsets)
-        except KafkaError as exc:
-            raise BusError(
-                f"commit of {self.topic} offsets for group {self.group} on {self._where} "
-                f"failed: {exc}"
-            ) from exc
-
-    def close(self) -> None:
-        self._finalizer()
-
-
 def _merge(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
     """Later layers win: defaults, then the caller's options, then the fixed settings."""
     return {key: value for layer in layers for key, value in (layer or {}).items()}
-
-
-def _message(record: Any) -> Message:
-    # Keys are only partitioning hints written by publish() as UTF-8; a foreign key that is not
-    # UTF-8 must not make its message undeliverable, hence "replace".
-    key = record.key.decode("utf-8", errors="replace") if record.key is not None else ""
-    value = record.value if record.value is not None else b""
-    return Message(record.topic, record.partition, record.offset, key, value)
-
-
-def _close_consumer(consumer: Any) -> None:
-    try:
-        consumer.close(autocommit=False)
-    except Exception as exc:  # closing is best effort; the broker expires the member anyway
-        log.warning("closing a Kafka consumer failed: %s", exc)
 
 
 def _close_producer(producer: Any, timeout: float, undelivered: bool) -> None:

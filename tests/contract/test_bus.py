@@ -20,7 +20,7 @@ from drainwatch.bus.inprocess import InProcessBus
 from drainwatch.bus.kafka import KafkaBus
 from drainwatch.errors import BusError
 from drainwatch.ports import Message
-from tests.fixtures.kafka import poll_until
+from tests.fixtures.kafka import poll_until, poll_until_caught_up
 
 # Tansu joins a group in about half the session timeout: keep it short in tests.
 TEST_CONSUMER_OPTIONS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
@@ -247,6 +247,129 @@ def test_two_groups_each_see_every_message(bus: AnyBus) -> None:
     for subscription in (first, second):
         received = poll_until(subscription, lambda r: len(r) >= len(published))
         assert sorted(values(received)) == sorted(published)
+
+
+def test_backlog_counts_what_the_group_has_not_handled(bus: AnyBus) -> None:
+    topic = new_topic(bus, 2)
+    published = [f"v{i}".encode() for i in range(7)]
+    for i, value in enumerate(published):
+        bus.publish(topic, f"key{i % 3}", value)
+    bus.flush(timeout=10)
+
+    subscription = bus.subscribe(topic, unique("group"))
+    before = subscription.backlog()
+    assert before is None or before >= len(published)
+    if isinstance(bus, InProcessBus):
+        assert before == len(published), "the in-process backlog is exact"
+    received = poll_until(subscription, lambda r: len(r) >= len(published))
+    assert sorted(values(received)) == sorted(published)
+    assert subscription.backlog() == 0
+
+    bus.publish(topic, "key0", b"later")
+    bus.flush(timeout=10)
+    assert subscription.backlog() == 1
+    assert values(poll_until(subscription, has(b"later"))) == [b"later"]
+    assert subscription.backlog() == 0
+
+
+def test_polling_until_the_backlog_is_zero_delivers_everything_once(bus: AnyBus) -> None:
+    topic = new_topic(bus, 3)
+    published = [f"v{i}".encode() for i in range(40)]
+    for i, value in enumerate(published):
+        bus.publish(topic, f"key{i % 7}", value)
+    bus.flush(timeout=10)
+
+    subscription = bus.subscribe(topic, unique("group"))
+    received: list[Message] = []
+    # backlog() is asked between polls: it must neither move the position nor commit.
+    assert poll_until_caught_up(subscription, received.append) == len(published)
+    assert sorted(values(received)) == sorted(published), "lost or repeated messages"
+
+
+@pytest.mark.parametrize("max_messages", [1, 500])
+def test_polling_until_the_backlog_is_zero_waits_for_empty_partitions_too(
+    bus: AnyBus, max_messages: int
+) -> None:
+    topic = new_topic(bus, 4)
+    for i in range(5):  # one key, so at least three partitions stay empty
+        bus.publish(topic, "only-key", f"v{i}".encode())
+    bus.flush(timeout=10)
+
+    subscription = bus.subscribe(topic, unique("group"))
+    received: list[Message] = []
+    assert poll_until_caught_up(subscription, received.append, max_messages=max_messages) == 5
+    assert values(received) == [f"v{i}".encode() for i in range(5)]
+
+
+def test_backlog_counts_down_as_messages_are_handled(bus: AnyBus) -> None:
+    topic = new_topic(bus, 1)
+    for i in range(4):  # published together: one batch on Kafka
+        bus.publish(topic, "k", f"v{i}".encode())
+    bus.flush(timeout=10)
+    subscription = bus.subscribe(topic, unique("group"))
+
+    received: list[Message] = []
+    backlogs: list[int | None] = []
+    for _ in attempts():
+        if len(received) == 4:
+            break
+        if subscription.poll(received.append, max_messages=1, timeout=0.5):
+            backlogs.append(subscription.backlog())
+    assert values(received) == [f"v{i}".encode() for i in range(4)]
+    assert backlogs == [3, 2, 1, 0], "the whole batch counts, not just its first record"
+
+
+def test_a_handler_that_raises_leaves_its_message_in_the_backlog(bus: AnyBus) -> None:
+    topic = new_topic(bus, 1)
+    for i in range(3):
+        bus.publish(topic, "k", f"v{i}".encode())
+    bus.flush(timeout=10)
+    subscription = bus.subscribe(topic, unique("group"))
+
+    def fails_on_v1(message: Message) -> None:
+        if message.value == b"v1":
+            raise Crash("handler failed on v1")
+
+    crashed = False
+    for _ in attempts():
+        try:
+            subscription.poll(fails_on_v1, timeout=0.5)
+        except Crash:
+            crashed = True
+            break
+    assert crashed, "the handler never saw v1"
+    assert subscription.backlog() == 2, "v1 failed, so v1 and v2 are still to be handled"
+    assert subscription.backlog() == 2, "asking twice changes nothing"
+
+    rest = poll_until(subscription, has(b"v2"))
+    assert values(rest) == [b"v1", b"v2"], "backlog() moved the position or committed"
+    assert subscription.backlog() == 0
+
+
+def test_each_group_has_its_own_backlog(bus: AnyBus) -> None:
+    topic = new_topic(bus, 2)
+    published = [f"v{i}".encode() for i in range(10)]
+    for i, value in enumerate(published):
+        bus.publish(topic, f"key{i % 4}", value)
+    bus.flush(timeout=10)
+
+    first = bus.subscribe(topic, unique("group"))
+    assert poll_until_caught_up(first, lambda message: None) == len(published)
+    second = bus.subscribe(topic, unique("group"))
+    ahead = second.backlog()
+    assert ahead is None or ahead >= len(published), "the first group's commits leaked"
+    received = poll_until(second, lambda r: len(r) >= len(published))
+    assert sorted(values(received)) == sorted(published)
+    assert second.backlog() == 0
+    assert first.backlog() == 0
+
+
+def test_a_closed_subscription_has_no_backlog(bus: AnyBus) -> None:
+    topic = new_topic(bus, 1)
+    subscription = bus.subscribe(topic, unique("group"))
+    subscription.close()
+    with pytest.raises(BusError):
+        subscription.backlog()
 
 
 def test_a_closed_bus_refuses_to_publish(bus: AnyBus) -> None:

@@ -88,6 +88,31 @@ def test_two_members_of_a_group_split_the_partitions(bus: KafkaBus) -> None:
     assert {m.partition for m in received[0] + received[1]} == {0, 1, 2, 3}
 
 
+def test_backlog_is_none_until_the_member_holds_partitions_and_has_fetched(
+    bus: KafkaBus,
+) -> None:
+    topic, group = unique("topic"), unique("group")
+    bus.ensure_topic(topic, 2)
+    for i in range(6):
+        bus.publish(topic, f"address-{i}", f"v{i}".encode())
+    bus.flush(timeout=10)
+    subscription = bus.subscribe(topic, group)
+    assert subscription.backlog() is None, "no poll yet, so no partition assigned"
+
+    answers: list[int | None] = []
+    received: list[Message] = []
+    deadline = time.monotonic() + 30
+    while not answers or answers[-1] != 0:
+        assert time.monotonic() < deadline, f"never caught up: {answers[-5:]}"
+        subscription.poll(received.append, timeout=0.5)
+        answers.append(subscription.backlog())
+    assert sorted(m.value for m in received) == sorted(f"v{i}".encode() for i in range(6))
+    # None while joining and before the first fetches, then counts that only go down.
+    known = [a for a in answers if a is not None]
+    assert answers[: len(answers) - len(known)] == [None] * (len(answers) - len(known))
+    assert known == sorted(known, reverse=True) and known[0] <= 6
+
+
 CHILD_CONSUMER = """
 import sys, time
 from drainwatch.bus.kafka import KafkaBus

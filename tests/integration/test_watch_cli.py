@@ -18,6 +18,7 @@ from watchers.jsonrpc import HttpJsonRpc
 CONFIG = """\
 exchange: {{name: Test Exchange}}
 store: {{url: "{store}"{password}}}
+{bus}
 chains:
   dev:
     kind: evm
@@ -47,11 +48,18 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def _config(tmp_path: Path, node: AnvilNode, url: str, store: str, password: str = "") -> Path:
+def _config(
+    tmp_path: Path, node: AnvilNode, url: str, store: str, password: str = "", bus: str = ""
+) -> Path:
     path = tmp_path / "dw.yaml"
     path.write_text(
         CONFIG.format(
-            store=store, password=password, rpc=url, hot=node.accounts[1], cold=node.accounts[2]
+            store=store,
+            password=password,
+            bus=bus,
+            rpc=url,
+            hot=node.accounts[1],
+            cold=node.accounts[2],
         )
     )
     return path
@@ -151,7 +159,12 @@ def test_the_service_waits_for_a_node_that_comes_back(tmp_path: Path) -> None:
         path = tmp_path / "svc.yaml"
         path.write_text(
             CONFIG.format(
-                store=f"sqlite:///{db}", password="", rpc=url, hot=accounts[1], cold=accounts[2]
+                store=f"sqlite:///{db}",
+                password="",
+                bus="",
+                rpc=url,
+                hot=accounts[1],
+                cold=accounts[2],
             )
         )
         result: list[int] = []
@@ -202,3 +215,27 @@ def test_endpoint_url_and_token_from_the_environment(
     assert main(["watch", str(config), "--until-height", "dev=0"]) == 0
     err = capsys.readouterr().err
     assert "tok-123" not in err
+
+
+@pytest.mark.kafka
+def test_watch_on_kafka_alerts_once(
+    tmp_path: Path, anvil_url: str, kafka_broker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The all-in-one watcher on a real Kafka-protocol broker: the run does not end before the
+    processor (a consumer group, seconds to join) has handled what the watcher published."""
+    import secrets
+
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    prefix = f"dw{secrets.token_hex(4)}"
+    bus = (
+        f'bus: {{kind: kafka, bootstrap_servers: ["{kafka_broker}"], topic_prefix: {prefix}, '
+        "session_timeout_ms: 6000, heartbeat_interval_ms: 1000}"
+    )
+    config = _config(tmp_path, node, anvil_url, f"sqlite:///{tmp_path / 'k.db'}", bus=bus)
+    assert main(["watch", str(config), "--until-height", f"dev={node.head()}"]) == 0
+    drain = node.send(node.accounts[2], node.accounts[8], 2 * 10**18)
+    assert main(["watch", str(config), "--until-height", f"dev={node.head()}"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[CRITICAL] Outflow from cold wallet") == 1 and drain.lower() in out
+    assert main(["watch", str(config), "--until-height", f"dev={node.head()}"]) == 0
+    assert "Outflow" not in capsys.readouterr().out

@@ -168,6 +168,11 @@ BAD = [
         "chains.bitcoin.tokens",
     ),
     Bad("no-rpc", edit(("chains|ethereum|rpc", [])), "chains.ethereum.rpc"),
+    Bad(
+        "heartbeat-too-slow",
+        edit(("bus", {"heartbeat_interval_ms": 5000, "session_timeout_ms": 6000})),
+        "bus.heartbeat_interval_ms",
+    ),
     Bad("rpc-no-url", edit(("chains|ethereum|rpc|0|url", DELETE)), "chains.ethereum.rpc[0]"),
     Bad(
         "rpc-url-and-url-env",
