@@ -163,7 +163,7 @@ def _transfers(args: argparse.Namespace) -> int:
     from drainwatch import codec
     from drainwatch.wiring import open_app
 
-    with open_app(args.config) as app:
+    with open_app(args.config, create=False) as app:
         addresses: list[str] | None = None
         if args.wallet:
             wallet = app.wallet(args.wallet)
@@ -186,7 +186,7 @@ def _alerts(args: argparse.Namespace) -> int:
     from drainwatch import codec
     from drainwatch.wiring import open_app
 
-    with open_app(args.config) as app:
+    with open_app(args.config, create=False) as app:
         for alert in app.store.alerts():
             if args.json:
                 print(codec.dumps(alert))

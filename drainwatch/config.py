@@ -77,6 +77,28 @@ class Settings(ConfigModel):
         """A path from the config (labels, reports.out_dir) as an absolute path."""
         return (self._base_dir / path).resolve()
 
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file of ``store.url``: a relative ``sqlite:///path.db`` is
+        relative to the config file's directory (``base_dir``), an absolute one
+        (``sqlite:////abs/path.db``) is kept. None for PostgreSQL and for in-memory SQLite."""
+        url = self.store.url
+        if not url.startswith("sqlite:///"):
+            return None
+        database = url.removeprefix("sqlite:///").partition("?")[0]
+        if database in ("", ":memory:"):
+            return None
+        path = Path(database)
+        return path if path.is_absolute() else self._base_dir / path
+
+    def store_url_resolved(self) -> str:
+        """``store.url`` with a relative SQLite path made absolute (see ``sqlite_path``); any
+        other URL unchanged. This is the URL to open the store with."""
+        path = self.sqlite_path()
+        if path is None:
+            return self.store.url
+        _, sep, query = self.store.url.partition("?")
+        return f"sqlite:///{path}{sep}{query}"
+
     def domain_chains(self) -> dict[str, Chain]:
         return {name: to_chain(name, chain) for name, chain in self.chains.items()}
 

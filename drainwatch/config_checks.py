@@ -33,7 +33,9 @@ def problems(settings: Settings) -> Iterator[Problem]:
         yield ("bus", "heartbeat_interval_ms"), "must be at most a third of session_timeout_ms"
     for name, chain in settings.chains.items():
         yield from _chain_problems(("chains", name), chain)
-    seen: dict[str, FieldPath] = {}
+    # (chain, normalised address): one EOA or Safe address may be reused on several EVM chains,
+    # but an address is listed at most once per chain.
+    seen: dict[tuple[str, str], FieldPath] = {}
     for name, wallet in settings.wallets.items():
         wallet_chain = settings.chains.get(wallet.chain)
         path: FieldPath = ("wallets", name)
@@ -78,19 +80,25 @@ def _address_reason(chain: ChainSettings, exc: InvalidAddress) -> str:
 
 
 def _wallet_problems(
-    path: FieldPath, wallet: WalletSettings, chain: ChainSettings, seen: dict[str, FieldPath]
+    path: FieldPath,
+    wallet: WalletSettings,
+    chain: ChainSettings,
+    seen: dict[tuple[str, str], FieldPath],
 ) -> Iterator[Problem]:
     if not (wallet.addresses or wallet.xpubs or wallet.descriptors):
         yield path, "a wallet needs at least one of addresses, xpubs or descriptors"
     yield from _custody_problems((*path, "custody"), wallet)
     for i, address in enumerate(wallet.addresses):
         try:
-            key = address_key(chain, address)
+            key = (wallet.chain, address_key(chain, address))
         except InvalidAddress as exc:
             yield (*path, "addresses", i), _address_reason(chain, exc)
             continue
         if key in seen:
-            yield (*path, "addresses", i), f"address already listed at {format_path(seen[key])}"
+            yield (
+                (*path, "addresses", i),
+                f"address already listed on chain {wallet.chain} at {format_path(seen[key])}",
+            )
         seen.setdefault(key, (*path, "addresses", i))
     yield from _bitcoin_key_problems(path, wallet, chain)
     for symbol, limit in wallet.limits.items():

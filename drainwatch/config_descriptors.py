@@ -3,7 +3,10 @@
 Only the forms an exchange's Bitcoin wallets use are accepted: ``pkh(KEY)``, ``wpkh(KEY)``,
 ``sh(wpkh(KEY))``, ``sh(wsh(MULTI))``, ``sh(MULTI)``, ``wsh(MULTI)`` and ``tr(KEY[,TREE])``,
 where MULTI is ``multi``/``sortedmulti(k,KEY,...)``. Keys must be public (hex or xpub/tpub with
-a derivation path); the optional ``#checksum`` is verified. Deriving addresses comes later (embit).
+a derivation path); the optional ``#checksum`` is verified. A 64-hex (32-byte) key is an x-only
+key and only taproot takes one (BIP386): elsewhere hex keys are 66-hex compressed keys (02/03),
+and a 64-hex string there may be a private key, so it is refused. Deriving addresses comes
+later (embit).
 Error reasons never quote the descriptor: it may carry a private key pasted by mistake.
 """
 
@@ -22,7 +25,8 @@ _CHECKSUM_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _GENERATOR = (0xF5DEE51989, 0xA9FDCA3312, 0x1BAB10E32D, 0x3706B1677A, 0x644D626FFD)
 _ORIGIN = re.compile(r"^\[[0-9a-fA-F]{8}(/[0-9]+['hH]?)*\]")
 _PATH_STEP = re.compile(r"^([0-9]+['hH]?|\*['hH]?|<[0-9]+['hH]?(;[0-9]+['hH]?)+>)$")
-_HEX_KEY = re.compile(r"^(0[23][0-9a-fA-F]{64}|[0-9a-fA-F]{64})$")
+_COMPRESSED_KEY = re.compile(r"^0[23][0-9a-fA-F]{64}$")
+_XONLY_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
 _INNER = {
     "sh": {"wpkh", "wsh", "multi", "sortedmulti"},
     "wsh": {"multi", "sortedmulti"},
@@ -118,7 +122,7 @@ def _check_call(call: _Call, mainnet: bool) -> None:
     elif call.name == "tr":
         if not 1 <= len(call.args) <= 2:
             raise InvalidAddress("tr(...) takes an internal key and an optional script tree")
-        _check_key(call.args[0], mainnet)
+        _check_key(call.args[0], mainnet, taproot=True)
     else:
         raise InvalidAddress(f"{call.name}(...) is not accepted here")
 
@@ -133,12 +137,17 @@ def _check_multi(call: _Call, mainnet: bool) -> None:
         _check_key(key, mainnet)
 
 
-def _check_key(key: _Call | str, mainnet: bool) -> None:
+def _check_key(key: _Call | str, mainnet: bool, *, taproot: bool = False) -> None:
     if not isinstance(key, str):
         raise InvalidAddress("expected a key, found a nested expression")
     key = _ORIGIN.sub("", key)
-    if _HEX_KEY.match(key):
+    if _COMPRESSED_KEY.match(key) or (taproot and _XONLY_KEY.match(key)):
         return
+    if _XONLY_KEY.match(key):
+        raise InvalidAddress(
+            "a 64-hex-digit key is only an x-only public key inside tr(...); elsewhere it may be "
+            "a private key (public hex keys are 66 digits starting with 02 or 03)"
+        )
     base, *steps = key.split("/")
     if not base.startswith(("xpub", "tpub")):
         raise InvalidAddress("descriptor keys must be hex public keys or xpub/tpub keys")

@@ -75,12 +75,22 @@ def _http_url(url: str) -> str:
     return _no_credentials(url, "a webhook URL", "secret_env")
 
 
+#: The URL schemes drainwatch.store.open_store accepts.
+STORE_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
+
+
 def _store_url(url: str) -> str:
     scheme = urlsplit(url).scheme
-    if scheme not in ("sqlite", "postgresql", "postgresql+psycopg"):
-        raise ValueError("must start with sqlite:///, postgresql:// or postgresql+psycopg://")
-    if scheme == "sqlite" and not url.startswith("sqlite:///"):
-        raise ValueError("a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path")
+    if scheme not in STORE_SCHEMES:
+        raise ValueError(
+            "must start with sqlite:///, sqlite://, postgresql://, postgres:// "
+            "or postgresql+psycopg://"
+        )
+    if scheme == "sqlite" and not (url == "sqlite://" or url.startswith("sqlite:///")):
+        raise ValueError(
+            "a SQLite URL is sqlite:///relative/path, sqlite:////absolute/path "
+            "or sqlite:// (in memory)"
+        )
     return _no_credentials(url, "store.url", "password_env")
 
 
@@ -135,7 +145,8 @@ class ExchangeSettings(ConfigModel):
 class StoreSettings(ConfigModel):
     url: Annotated[str, AfterValidator(_store_url)] = Field(
         "sqlite:///drainwatch.db",
-        description="SQLAlchemy URL: sqlite:///, postgresql:// or postgresql+psycopg://. "
+        description="SQLAlchemy URL: sqlite:///PATH (relative to the config file), sqlite:// "
+        "(in memory), postgresql://, postgres:// or postgresql+psycopg://. "
         "No password inside: use password_env.",
     )
     password_env: EnvName | None = Field(None, description="Env var holding the DB password.")

@@ -3,6 +3,10 @@
 DESIGN.md §6: drainwatch is watch-only and takes secrets only from the environment. The raw text
 is scanned before YAML parsing (comments, or a file that does not even parse, are covered),
 then every key and value is scanned with its field path.
+
+A 64-hex string is refused everywhere (values, keys, comments) except as an x-only key in a key
+position of a ``tr(...)`` value of ``wallets.<name>.descriptors`` (BIP386): a 32-byte hex value
+cannot be told apart from a raw private key, and no other field takes one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,13 @@ from drainwatch.errors import ConfigError
 _WATCH_ONLY = (
     "drainwatch is watch-only and must never hold private keys or seed phrases: remove it from "
     "the file (the value is not shown) / 秘密鍵・シードフレーズは設定ファイルに書けません"
+)
+_HEX_VALUE = (
+    "it may be a private key: drainwatch refuses any 32-byte hex value outside taproot "
+    "descriptors (x-only keys in tr(...) under wallets.<name>.descriptors), including "
+    "transaction or block hashes pasted into comments; remove it (the value is not shown) / "
+    "64 桁の 16 進数は秘密鍵の可能性があるため、taproot ディスクリプタ以外（コメント中の"
+    "トランザクション・ブロックハッシュも含む）には書けません"
 )
 _USE_ENV = (
     "secrets come from the environment, never from the config file: put it in an environment "
@@ -41,17 +52,20 @@ KEY_MATERIAL_FIELDS = frozenset(
 def _reason(kind: str) -> str:
     if kind == keymaterial.SLACK_TOKEN:
         return f"{kind} found; " + _USE_ENV.format(field="token_env")
+    if kind == keymaterial.HEX_KEY:
+        return f"a 64-hex-digit (32-byte) value found; {_HEX_VALUE}"
     return f"{kind} found; {_WATCH_ONLY}"
 
 
 def refuse_raw_text(text: str, source: str) -> None:
     """Raise for the first finding in the raw text, blaming the field on that line if any."""
-    findings = keymaterial.scan_text(text)
+    doc = _try_parse(text)
+    findings = keymaterial.scan_text(text, _taproot_keys_allowed(text, doc))
     if not findings:
         return
     first = findings[0]
     in_comment = _in_comment(text.splitlines()[first.line - 1], first.column)
-    path = () if in_comment else _path_on_line(text, first.line)
+    path = () if in_comment or doc is None else _path_on_line(doc, first.line)
     reason = ("in a comment: " if in_comment else "") + _reason(first.kind)
     raise ConfigError(_safe_path(path) or source, reason, first.line)
 
@@ -78,12 +92,46 @@ def _in_comment(line: str, column: int) -> bool:
     return False
 
 
-def _path_on_line(text: str, line: int) -> FieldPath:
-    """The deepest field starting on ``line``; ``()`` when the text does not parse."""
+def _try_parse(text: str) -> YamlDocument | None:
     try:
-        doc = parse_yaml(text, "")
+        return parse_yaml(text, "")
     except ConfigError:
-        return ()
+        return None
+
+
+def _is_descriptor(path: FieldPath) -> bool:
+    """Whether ``path`` is ``wallets.<name>.descriptors[i]``."""
+    return (
+        len(path) == 4
+        and path[0] == "wallets"
+        and path[2] == "descriptors"
+        and isinstance(path[3], int)
+    )
+
+
+def _taproot_keys_allowed(text: str, doc: YamlDocument | None) -> keymaterial.AllowHex:
+    """For the raw scan: a 64-hex string is allowed only on the line a descriptor value starts
+    on, outside a comment, and only when it is one of that value's taproot x-only keys. The
+    values themselves are checked again, one by one, by ``refuse_values``. A file that is not
+    valid YAML has no descriptors: every 64-hex string in it is refused."""
+    allowed: dict[int, set[str]] = {}
+    if doc is not None and isinstance(doc.data, dict):
+        for path, value, is_key in _strings(doc.data, ()):
+            line = doc.lines.get(path)
+            if is_key or line is None or not _is_descriptor(path):
+                continue
+            keys = {value[a:b] for a, b in keymaterial.taproot_key_spans(value)}
+            allowed.setdefault(line, set()).update(keys)
+    lines = text.splitlines()
+
+    def allow(line: int, column: int, hex_text: str) -> bool:
+        return hex_text in allowed.get(line, ()) and not _in_comment(lines[line - 1], column)
+
+    return allow
+
+
+def _path_on_line(doc: YamlDocument, line: int) -> FieldPath:
+    """The deepest field starting on ``line``."""
     on_line = [path for path, n in doc.lines.items() if n == line]
     return max(on_line, key=len, default=())
 
@@ -95,7 +143,7 @@ def refuse_values(doc: YamlDocument) -> None:
         line = doc.line_of(path)
         if is_key:
             _refuse_field_name(value, where, line)
-        kind = keymaterial.classify(value)
+        kind = keymaterial.classify(value, descriptor=not is_key and _is_descriptor(path))
         if kind is not None:
             raise ConfigError(where, _reason(kind), line)
     for path, items in _string_lists(doc.data, ()):

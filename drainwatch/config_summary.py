@@ -1,4 +1,9 @@
-"""What ``drainwatch check-config`` prints for a valid config: no URLs, no credentials."""
+"""What ``drainwatch check-config`` prints for a valid config: no URLs, no credentials.
+
+It ends with what this version validates but does not act on yet (``unenforced``), so that a
+configured limit or Slack channel is never mistaken for a working one; ``drainwatch watch``
+prints the same list when it starts.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from drainwatch.config_models import ChainSettings, WalletSettings
+from drainwatch.model import ChainKind
 
 if TYPE_CHECKING:
     from drainwatch.config import Settings
@@ -31,13 +37,82 @@ def summary_lines(settings: Settings) -> list[str]:
     lines.append(f"labels / ラベル: {len(settings.labels)} source(s)")
     r = settings.reports
     lines.append(f"reports / レポート: lang={r.lang}, TLP:{r.tlp.upper()}, out_dir={r.out_dir}")
+    pending = unenforced(settings)
+    if pending:
+        lines.append(
+            "not yet enforced / 未対応 (validated, but this version does not act on it yet / "
+            "検証済みですが、このバージョンではまだ動作しません):"
+        )
+        lines.extend(f"  - {en} / {ja}" for en, ja in pending)
     return lines
+
+
+def unenforced(settings: Settings) -> list[tuple[str, str]]:
+    """What the config sets up that this version validates but does not act on yet, as
+    ``(English, Japanese)`` pairs; only what the given config uses, ``[]`` when nothing."""
+    out: list[tuple[str, str]] = []
+    for name, chain in settings.chains.items():
+        if chain.kind is ChainKind.EVM and chain.tokens:
+            symbols = ", ".join(t.symbol for t in chain.tokens)
+            out.append(
+                (
+                    f"tokens on {name} ({symbols}): token transfers are watched from issue #3 "
+                    f"(only {chain.native_symbol} transfers now)",
+                    f"{name} のトークン（{symbols}）: トークン送金の監視は issue #3 から"
+                    f"（現在は {chain.native_symbol} の送金のみ）",
+                )
+            )
+    kinds = sorted({c.kind for c in settings.alerts.channels if c.kind != "console"})
+    if kinds:
+        which = "/".join(kinds)
+        out.append(
+            (
+                f"{which} channels: delivered from issue #5 (alerts go to the console)",
+                f"{which} 通知: 配信は issue #5 から（現在はコンソールに出力）",
+            )
+        )
+    wallets = settings.wallets.values()
+    rules = [
+        (field, ja)
+        for field, ja in (("limits", "限度額"), ("allowlist", "許可リスト"))
+        if any(getattr(w, field) for w in wallets)
+    ]
+    if rules:
+        en = " and ".join(field for field, _ in rules)
+        ja = "・".join(ja for _, ja in rules)
+        out.append((f"{en}: rules from issue #5", f"{ja}: ルールは issue #5 から"))
+    if any(w.xpubs or w.descriptors for w in wallets):
+        out.append(
+            (
+                "xpubs/descriptors: addresses are derived by the Bitcoin watcher (issue #4); "
+                "only the listed addresses are known now",
+                "xpub・ディスクリプタ: アドレスの導出は Bitcoin ウォッチャー（issue #4）で対応"
+                "（現在は列挙したアドレスのみ）",
+            )
+        )
+    bitcoin = [name for name, c in settings.chains.items() if c.kind is ChainKind.BITCOIN]
+    if bitcoin:
+        names = ", ".join(bitcoin)
+        out.append(
+            (
+                f"bitcoin chains ({names}): not followed yet (issue #4)",
+                f"Bitcoin チェーン（{names}）: まだ追跡しません（issue #4）",
+            )
+        )
+    if settings.labels:
+        out.append(
+            (
+                f"labels ({len(settings.labels)} source(s)): imported from issue #6",
+                f"ラベル（{len(settings.labels)} 件）: 取り込みは issue #6 から",
+            )
+        )
+    return out
 
 
 def _store_kind(url: str) -> str:
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
-        return f"sqlite ({url.removeprefix('sqlite:///') or ':memory:'})"
+        return f"sqlite ({url.removeprefix('sqlite://').removeprefix('/') or ':memory:'})"
     return f"postgresql (host {urlsplit(url).hostname or 'local socket'})"
 
 

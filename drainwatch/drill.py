@@ -114,7 +114,10 @@ def run_drill(out: Path, lang: str, seed: int) -> int:
 
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot create the directory: {exc.strerror}") from None
     db_path = (out / "drainwatch.db").resolve()
     db_path.unlink(missing_ok=True)  # every drill starts from an empty store
 
@@ -157,7 +160,7 @@ def _send(tester: Any, sender: str, to: str, value: int) -> str:
 
 def _settle(tester: Any, pipeline: Pipeline) -> None:
     """Mine past the confirmation depth and let the pipeline catch up."""
-    tester.mine_blocks(CONFIRMATIONS)
+    tester.mine_blocks(CONFIRMATIONS - 1)  # the transfer's own block is the first confirmation
     pipeline.run_once()
 
 
@@ -219,8 +222,11 @@ def _summary(app: App, result: DrillResult, config_path: Path, db_path: Path, la
         seconds = f"{result.detection_seconds:.3f}"
         _say(
             lang,
-            f"検知までの時間（承認 {CONFIRMATIONS} ブロック後）: {seconds} 秒",
-            f"Detection latency (after {CONFIRMATIONS} confirmations): {seconds} s",
+            f"検知の処理時間: {seconds} 秒（承認数 {CONFIRMATIONS} に達したブロックから"
+            "アラートまで。実チェーンでは承認待ちの時間が加わります）",
+            f"Detection processing time: {seconds} s (from the block that reached "
+            f"{CONFIRMATIONS} confirmations to the alert; on a real chain the wait for "
+            "confirmations comes on top)",
         )
     _say(
         lang, f"設定: {config_path}  ストア: {db_path}", f"Config: {config_path}  store: {db_path}"

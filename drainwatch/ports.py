@@ -63,12 +63,25 @@ class Store(Protocol):
     def save_alert(self, alert: Alert) -> bool:
         """Store an alert; True when it is new (its id was unknown), False on a replay."""
 
-    def set_alert_state(self, alert_id: str, state: AlertState) -> None: ...
+    def set_alert_state(self, alert_id: str, state: AlertState) -> None:
+        """Move a known alert to ``state``; ``StoreError`` when ``alert_id`` is unknown."""
+
+    def update_alert(self, alert: Alert) -> None:
+        """Overwrite a known alert, found by its id, with ``alert``'s state, transaction, block,
+        asset, amount and counterparty (``None`` included); ``StoreError`` when the id is unknown.
+
+        What names the alert (rule, severity, chain, wallet, subject, raised_at) stays as first
+        saved. For a transaction re-mined in another block after a reorg: the alert keeps its id
+        and carries the new block, so that a later disconnect of that block finds it.
+        """
 
     def get_alert(self, alert_id: str) -> Alert | None: ...
 
     def alerts(self) -> list[Alert]:
         """All alerts, oldest first."""
+
+    def alerts_in_block(self, chain: str, block: BlockRef) -> list[Alert]:
+        """The alerts whose block is ``block`` (height and hash) on ``chain``, oldest first."""
 
     def save_incident(self, incident: Incident) -> None: ...
 

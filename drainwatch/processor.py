@@ -2,24 +2,25 @@
 
 Idempotent: a replayed event stores nothing new and delivers nothing twice. An alert is delivered
 before it is saved, so a crash in between repeats a delivery rather than losing one
-(at-least-once; the outbox of issue #5 makes delivery exactly-once).
+(at-least-once; the outbox of issue #5 makes delivery exactly-once). An alert follows its
+transaction: re-mined in another block after a reorg, it carries the new block, so that a later
+disconnect of that block retracts it again. A replay from an older offset re-runs the same
+sequence of states and may repeat intermediate updates, never lose the final one.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from alerts.render import render
 from alerts.rules import RulePolicy, WalletBook, evaluate
 from drainwatch import codec
-from drainwatch.errors import CodecError
+from drainwatch.errors import BusError, CodecError
 from drainwatch.events import BlockDisconnected, Event, TransferSeen
-from drainwatch.model import Alert, AlertState, Asset, Chain
+from drainwatch.model import Alert, AlertState, Asset, Chain, ChainKind
 from drainwatch.ports import AlertSink, Message, Store
-
-log = logging.getLogger(__name__)
 
 
 class Processor:
@@ -40,21 +41,18 @@ class Processor:
         self._policy = policy
         self._sinks = sinks
         self._clock = clock
-        self.alerts_delivered = 0
 
     def handle_message(self, message: Message) -> None:
         try:
             event = codec.loads_event(message.value)
         except CodecError as exc:
-            # A message no version of drainwatch wrote: keep the consumer moving, loudly.
-            log.error(
-                "skipping malformed message %s[%d]@%d: %s",
-                message.topic,
-                message.partition,
-                message.offset,
-                exc,
-            )
-            return
+            # Never skipped: it may be an event of a newer drainwatch (a rolling upgrade) that
+            # carries a leak. Stop here, uncommitted, until a version that reads it runs.
+            raise BusError(
+                f"cannot read message {message.topic}[{message.partition}]@{message.offset}: "
+                f"{exc}. It was not consumed: if a newer drainwatch wrote it, upgrade this "
+                "process too"
+            ) from exc
         self.handle(event)
 
     def handle(self, event: Event) -> None:
@@ -64,29 +62,26 @@ class Processor:
                 self._raise(alert)
         elif isinstance(event, BlockDisconnected):
             self._store.orphan_block(event.chain, event.block)
-            for alert in self._store.alerts():
-                if alert.block == event.block and alert.state is not AlertState.RETRACTED:
-                    self._raise(_with_state(alert, AlertState.RETRACTED))
+            for alert in self._store.alerts_in_block(event.chain, event.block):
+                if alert.state is not AlertState.RETRACTED:
+                    self._raise(replace(alert, state=AlertState.RETRACTED))
 
     def _raise(self, alert: Alert) -> None:
         known = self._store.get_alert(alert.id)
-        if known is not None and known.state is alert.state:
+        if known is not None and (known.state, known.block) == (alert.state, alert.block):
             return
-        if known is not None:
-            alert = _with_state(known, alert.state)
-        text = render(
-            alert, self._chains[alert.chain], self._assets.get(alert.chain, {}), self._book
-        )
+        if known is not None:  # the same alert, moved on: keep its identity and first time
+            alert = replace(known, state=alert.state, block=alert.block)
+        chain = self._chains.get(alert.chain) or _unknown_chain(alert.chain)
+        text = render(alert, chain, self._assets.get(alert.chain, {}), self._book)
         for sink in self._sinks:
             sink.deliver(alert, text.en, text.ja)
-        self.alerts_delivered += 1
         if known is None:
             self._store.save_alert(alert)
         else:
-            self._store.set_alert_state(alert.id, alert.state)
+            self._store.update_alert(alert)
 
 
-def _with_state(alert: Alert, state: AlertState) -> Alert:
-    from dataclasses import replace
-
-    return replace(alert, state=state)
+def _unknown_chain(name: str) -> Chain:
+    """A chain no longer in the config still gets its alert (amounts shown in base units)."""
+    return Chain(name, ChainKind.EVM, "unknown", "base units", 0)

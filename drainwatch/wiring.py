@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +25,7 @@ from drainwatch.errors import BusError, ConfigError, RetriableRpcError, UsageErr
 from drainwatch.model import Asset, Chain, ChainKind, Severity, Wallet
 from drainwatch.ports import AlertSink, EventBus, JsonRpc, Store, Subscription
 from drainwatch.processor import Processor
-from watchers.evm.follower import EvmFollower
+from watchers.evm.follower import EvmFollower, chain_id_check
 
 if TYPE_CHECKING:
     from drainwatch.config import ChainSettings, Settings
@@ -60,13 +60,13 @@ class App:
         self.store.close()
 
 
-def build_store(settings: Settings) -> Store:
+def build_store(settings: Settings, *, create: bool = True) -> Store:
     from drainwatch.store import open_store
 
     password = None
     if settings.store.password_env:
         password = _env("store.password_env", settings.store.password_env)
-    return open_store(settings.store.url, password=password)
+    return open_store(settings.store_url_resolved(), password=password, create=create)
 
 
 def build_bus(settings: Settings) -> EventBus:
@@ -85,9 +85,11 @@ def build_bus(settings: Settings) -> EventBus:
     return InProcessBus()
 
 
-def build_app(settings: Settings) -> App:
+def build_app(settings: Settings, *, create: bool = True) -> App:
+    """``create=False`` for read-only commands: they never make an empty store and then report
+    that it holds nothing."""
     chains = settings.domain_chains()
-    store = build_store(settings)
+    store = build_store(settings, create=create)
     try:
         bus = build_bus(settings)
     except Exception:
@@ -98,10 +100,10 @@ def build_app(settings: Settings) -> App:
 
 
 @contextmanager
-def open_app(config_path: Path) -> Iterator[App]:
+def open_app(config_path: Path, *, create: bool = True) -> Iterator[App]:
     from drainwatch.config import load_config
 
-    app = build_app(load_config(config_path))
+    app = build_app(load_config(config_path), create=create)
     try:
         yield app
     finally:
@@ -131,7 +133,10 @@ def build_rpc(name: str, chain: ChainSettings) -> JsonRpc:
             else:
                 headers["Authorization"] = f"Bearer {secret}"
         endpoints.append(HttpJsonRpc(url, basic_auth=auth, headers=headers))
-    return FailoverRpc(endpoints)
+    verify = None
+    if chain.kind == "evm" and chain.chain_id is not None:
+        verify = chain_id_check(name, chain.chain_id)
+    return FailoverRpc(endpoints, verify=verify)
 
 
 def _env(field_path: str, name: str | None) -> str:
@@ -146,8 +151,6 @@ def build_sinks(settings: Settings, stream: TextIO | None = None) -> list[AlertS
     for channel in settings.alerts.channels:
         if channel.kind == "console":
             sinks.append(ConsoleSink(stream))
-        else:
-            log.warning("alert channel %s is delivered from issue #5 on; skipped", channel.kind)
     return sinks or [ConsoleSink(stream)]
 
 
@@ -157,26 +160,52 @@ def rule_policy(settings: Settings) -> RulePolicy:
 
 
 class Pipeline:
-    """Followers publish to the bus; the processor consumes; one loop drives both."""
+    """Followers publish to the bus; the processor consumes; one loop drives both.
+
+    Each chain fails on its own: a chain whose every endpoint is down is retried after a
+    growing pause while the others go on being watched and alerted.
+    """
 
     def __init__(
-        self, followers: Sequence[EvmFollower], processor: Processor, subscription: Subscription
+        self, processor: Processor, subscription: Subscription, poll_timeout: float = 0.2
     ) -> None:
-        self.followers = list(followers)
+        self.followers: list[EvmFollower] = []
         self.processor = processor
         self._subscription = subscription
+        self._poll_timeout = poll_timeout
+        self._failures: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
 
-    def run_once(self, until: Mapping[str, int] | None = None) -> int:
+    def run_once(
+        self,
+        until: Mapping[str, int] | None = None,
+        *,
+        on_error: Callable[[str, RetriableRpcError, float], None] | None = None,
+    ) -> int:
+        """One round over every chain. Without ``on_error`` a node failure propagates; with it,
+        the failure is reported and that chain is skipped until its pause is over."""
         blocks = 0
         for follower in self.followers:
-            limit = (until or {}).get(follower.chain.name)
-            blocks += follower.step(limit)
-        self.drain()
+            name = follower.chain.name
+            if time.monotonic() < self._retry_at.get(name, 0.0):
+                continue
+            try:
+                blocks += follower.step((until or {}).get(name))
+                self._failures.pop(name, None)
+            except RetriableRpcError as exc:
+                if on_error is None:
+                    raise
+                failures = self._failures[name] = self._failures.get(name, 0) + 1
+                pause = min(60.0, 2.0**failures)
+                self._retry_at[name] = time.monotonic() + pause
+                on_error(name, exc, pause)
+            self.drain()
         return blocks
 
     def drain(self) -> int:
         total = 0
-        while (taken := self._subscription.poll(self.processor.handle_message, timeout=0.2)) > 0:
+        handle = self.processor.handle_message
+        while (taken := self._subscription.poll(handle, timeout=self._poll_timeout)) > 0:
             total += taken
         return total
 
@@ -207,28 +236,6 @@ def build_pipeline(
     start_heights: Mapping[str, int] | None = None,
 ) -> Pipeline:
     topic = app.topic(EVENTS_TOPIC)
-    followers = []
-    for name, chain in app.chains.items():
-        if chain.kind is not ChainKind.EVM:
-            print(
-                f"drainwatch: chain {name!r} ({chain.kind}) is not watched yet: the Bitcoin "
-                "watcher arrives with issue #4 / Bitcoin の監視は未実装です",
-                file=sys.stderr,
-            )
-            continue
-        overrides = rpc_overrides or {}
-        rpc = overrides[name] if name in overrides else build_rpc(name, app.settings.chains[name])
-        followers.append(
-            EvmFollower(
-                chain,
-                rpc,
-                app.store,
-                app.bus,
-                topic,
-                app.book.addresses(name),
-                start_height=(start_heights or {}).get(name),
-            )
-        )
     processor = Processor(
         app.store,
         app.book,
@@ -238,7 +245,31 @@ def build_pipeline(
         sinks,
         clock=lambda: datetime.now(UTC),
     )
-    return Pipeline(followers, processor, app.bus.subscribe(topic, app.topic(PROCESSOR_GROUP)))
+    in_process = app.settings.bus.kind == "inprocess"
+    subscription = app.bus.subscribe(topic, app.topic(PROCESSOR_GROUP))
+    # In process, an empty poll means drained: no reason to wait on it.
+    pipeline = Pipeline(processor, subscription, poll_timeout=0.0 if in_process else 0.2)
+    # The in-process bus keeps nothing across a restart: the processor must have handled a
+    # block's events before the watcher's checkpoint passes it, or a crash would lose them.
+    after_publish = pipeline.drain if in_process else None
+    for name, chain in app.chains.items():
+        if chain.kind is not ChainKind.EVM:
+            continue  # the Bitcoin watcher arrives with issue #4; `watch` says so at start
+        overrides = rpc_overrides or {}
+        rpc = overrides[name] if name in overrides else build_rpc(name, app.settings.chains[name])
+        pipeline.followers.append(
+            EvmFollower(
+                chain,
+                rpc,
+                app.store,
+                app.bus,
+                topic,
+                app.book.addresses(name),
+                start_height=(start_heights or {}).get(name),
+                after_publish=after_publish,
+            )
+        )
+    return pipeline
 
 
 def run_watch(
@@ -251,37 +282,21 @@ def run_watch(
     """``drainwatch watch``: follow every chain until stopped or every ``until`` is reached.
 
     Without ``until`` it is a service: when every endpoint of a chain fails, it says so and
-    keeps retrying with growing pauses (up to a minute) instead of exiting. With ``until`` it is
-    a batch job and such a failure ends it with exit code 1.
+    retries that chain after growing pauses (up to a minute) while the other chains go on. With
+    ``until`` it is a batch job and such a failure ends it with exit code 1.
     """
     stop = stop or threading.Event()
     with open_app(config_path) as app:
-        unknown = sorted(set(until) - set(app.chains))
-        if unknown:
-            raise UsageError(f"--until-height names an unknown chain: {', '.join(unknown)}")
         pipeline = build_pipeline(app, build_sinks(app.settings, stream))
+        watched = {f.chain.name for f in pipeline.followers}
+        _check_until(until, app, watched)
+        _warn_unenforced(app)
         interval = min(
-            (app.settings.chains[f.chain.name].poll_interval_seconds for f in pipeline.followers),
-            default=1.0,
+            (app.settings.chains[name].poll_interval_seconds for name in watched), default=1.0
         )
-        failures = 0
         try:
             while not stop.is_set():
-                try:
-                    pipeline.run_once(until)
-                    failures = 0
-                except RetriableRpcError as exc:
-                    if until:
-                        raise
-                    failures += 1
-                    pause = min(60.0, interval * 2**failures)
-                    print(
-                        f"drainwatch: node unreachable, retrying in {pause:.0f} s / "
-                        f"ノードに接続できません。{pause:.0f} 秒後に再試行します: {exc}",
-                        file=sys.stderr,
-                    )
-                    stop.wait(pause)
-                    continue
+                pipeline.run_once(until, on_error=None if until else _report_node_failure)
                 if until and all(_reached(app, chain, h) for chain, h in until.items()):
                     pipeline.catch_up()
                     return 0
@@ -289,6 +304,33 @@ def run_watch(
             return 0
         finally:
             pipeline.close()
+
+
+def _check_until(until: Mapping[str, int], app: App, watched: set[str]) -> None:
+    unknown = sorted(set(until) - set(app.chains))
+    if unknown:
+        raise UsageError(f"--until-height names an unknown chain: {', '.join(unknown)}")
+    unwatched = sorted(set(until) - watched)
+    if unwatched:
+        raise UsageError(
+            f"--until-height names a chain that is not followed yet: {', '.join(unwatched)}"
+        )
+
+
+def _report_node_failure(chain: str, exc: RetriableRpcError, pause: float) -> None:
+    print(
+        f"drainwatch: {chain}: node unreachable, retrying in {pause:.0f} s / "
+        f"ノードに接続できません。{pause:.0f} 秒後に再試行します: {exc}",
+        file=sys.stderr,
+    )
+
+
+def _warn_unenforced(app: App) -> None:
+    """Say at start what the config asks for that this version does not act on yet."""
+    from drainwatch.config_summary import unenforced
+
+    for en, ja in unenforced(app.settings):
+        print(f"drainwatch: not yet enforced / 未対応: {en} / {ja}", file=sys.stderr)
 
 
 def _reached(app: App, chain: str, height: int) -> bool:

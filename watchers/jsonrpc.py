@@ -13,7 +13,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -71,10 +71,17 @@ class HttpJsonRpc:
                 self._url, json=payload, auth=self._auth, timeout=self._timeout
             )
         except requests.RequestException as exc:
-            raise RetriableRpcError(f"{self.endpoint}: {method} failed: {exc}") from exc
-        if response.status_code == 429 or response.status_code >= 500:
+            # Only the exception's class: its text quotes the URL, whose path may hold an API key.
             raise RetriableRpcError(
-                f"{self.endpoint}: {method} answered HTTP {response.status_code}"
+                f"{self.endpoint}: {method} failed: {type(exc).__name__}"
+            ) from None
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise RetriableRpcError(f"{self.endpoint}: {method} answered HTTP {status}")
+        if status in (401, 403):
+            raise RpcError(
+                f"{self.endpoint}: {method} refused with HTTP {status}: check the credentials "
+                "named by auth_env"
             )
         try:
             body = json.loads(response.content, parse_float=Decimal)
@@ -91,13 +98,28 @@ def unwrap_response(endpoint: str, method: str, body: Any) -> Any:
         raise MalformedRpcResponse(endpoint, method, "the answer is not a JSON object")
     error = body.get("error")
     if error is not None:
+        code, message = None, error
         if isinstance(error, dict):
             code, message = error.get("code"), error.get("message")
-            raise RpcError(f"{endpoint}: {method} returned error {code}: {message}")
-        raise RpcError(f"{endpoint}: {method} returned error {error!r}")
+        text = f"{endpoint}: {method} returned error {code}: {message}"
+        if is_transient(code, str(message)):
+            raise RetriableRpcError(text)
+        raise RpcError(text)
     if "result" not in body:
         raise MalformedRpcResponse(endpoint, method, "neither result nor error in the answer")
     return body["result"]
+
+
+#: Error answers that say "not now" rather than "never": a rate limit (-32005, EIP-1474) or a
+#: backend behind a load balancer that has not got the block yet. Another endpoint, or the same
+#: one a moment later, will answer.
+_TRANSIENT_CODES = {-32005}
+_TRANSIENT_TEXT = ("header not found", "unknown block", "missing trie node", "rate limit")
+
+
+def is_transient(code: Any, message: str) -> bool:
+    lowered = message.lower()
+    return code in _TRANSIENT_CODES or any(text in lowered for text in _TRANSIENT_TEXT)
 
 
 class FailoverRpc:
@@ -106,6 +128,10 @@ class FailoverRpc:
     The endpoint that answered last is tried first next time, so a dead primary costs one
     timeout per round, not one per call. When every endpoint fails, the round is retried with
     exponential back-off before giving up with the last error.
+
+    ``verify`` is run on each endpoint before its first use (a chain-id check, say): an endpoint
+    on the wrong network must never be read, least of all after a silent failover. What it
+    raises propagates, except a ``RetriableRpcError``, which moves on to the next endpoint.
     """
 
     def __init__(
@@ -114,7 +140,8 @@ class FailoverRpc:
         *,
         rounds: int = 3,
         backoff_seconds: float = 0.5,
-        sleep: Any = time.sleep,
+        sleep: Callable[[float], None] = time.sleep,
+        verify: Callable[[JsonRpc], None] | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("FailoverRpc needs at least one endpoint")
@@ -122,6 +149,8 @@ class FailoverRpc:
         self._rounds = rounds
         self._backoff = backoff_seconds
         self._sleep = sleep
+        self._verify = verify
+        self._verified: set[int] = set()
         self.failovers = 0
 
     @property
@@ -133,6 +162,9 @@ class FailoverRpc:
         for attempt in range(self._rounds):
             for position, rpc in enumerate(list(self._endpoints)):
                 try:
+                    if self._verify is not None and id(rpc) not in self._verified:
+                        self._verify(rpc)
+                        self._verified.add(id(rpc))
                     result = rpc.call(method, params)
                 except RetriableRpcError as exc:
                     log.warning("RPC endpoint failed, trying the next: %s", exc)

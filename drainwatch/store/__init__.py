@@ -3,7 +3,7 @@
 ``open_store(url)`` turns a ``store.url`` setting into a ready ``SqlStore``: it checks the URL,
 builds the engine and brings the schema up to the newest migration (a no-op when it is there).
 
-    sqlite:///path/to/drainwatch.db       a file (created when missing)
+    sqlite:///path/to/drainwatch.db       a file (created when missing, in a directory that exists)
     sqlite://                             in memory, for tests: gone when the store closes
     postgresql://user@host:port/database  PostgreSQL through psycopg 3
 """
@@ -34,16 +34,23 @@ _MIGRATION_LOCK = 0x64776D696772
 _EXPECTED = "expected sqlite:///PATH, sqlite:// or postgresql://USER@HOST:PORT/DATABASE"
 
 
-def open_store(url: str, *, password: str | None = None) -> SqlStore:
+def open_store(url: str, *, password: str | None = None, create: bool = True) -> SqlStore:
     """A store on ``url``, migrated to the newest schema.
 
     ``password`` is the PostgreSQL password, which the wiring reads from the environment
     variable named by ``store.password_env``: it is never part of the configured URL.
 
-    Raises ``ConfigError`` for a URL drainwatch cannot use and ``StoreError`` when the database
-    cannot be reached or migrated; neither message contains the password.
+    ``create=False`` is for commands that only read: a SQLite file that does not exist is then a
+    ``ConfigError`` instead of a new, empty store that would answer "nothing" to every question.
+    (PostgreSQL is connected to as usual: its database is never created here either way.)
+
+    Raises ``ConfigError`` for a URL drainwatch cannot use, a SQLite file in a directory that
+    does not exist, or (``create=False``) a SQLite file that does not exist; and ``StoreError``
+    when the database cannot be reached or migrated. No message contains the password.
     """
     parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_file(parsed, create=create)
     if password is not None:
         parsed = parsed.set(password=password)
     engine = _engine(parsed)
@@ -91,6 +98,23 @@ def _parse(url: str) -> URL:
         "store.url",
         f"unsupported database {parsed.drivername!r} (drivers: pysqlite, psycopg): {_EXPECTED}",
     )
+
+
+def _check_sqlite_file(url: URL, *, create: bool) -> None:
+    """Refuse, before sqlite3 would fail or make an empty file, a path that cannot be a store."""
+    if url.database in (None, "", ":memory:"):
+        return
+    path = Path(url.database)
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise ConfigError("store.url", f"the directory {parent} {what}")
+    if not create and not path.exists():
+        raise ConfigError(
+            "store.url",
+            f"no store at {path}: nothing has been recorded there yet "
+            "(run `drainwatch watch` first, or check the path)",
+        )
 
 
 def _engine(url: URL) -> Engine:

@@ -4,10 +4,15 @@ The migrations in ``drainwatch/migrations`` must create exactly this; a test com
 Two column types carry the values that the two backends would otherwise change:
 
 - ``Amount``: an ``int`` of up to 78 digits (2**256 - 1). PostgreSQL keeps it in NUMERIC(78, 0);
-  SQLite's NUMERIC affinity would turn it into a lossy float, so there it is a decimal string.
+  SQLite's NUMERIC affinity would turn it into a lossy float, so there it is decimal text.
 - ``UtcDateTime``: an aware datetime. PostgreSQL keeps ``timestamptz``; SQLite has no time zone,
   so the value is stored as naive UTC (whose text form still sorts in time order) and read back
   as aware UTC.
+
+Every string column is ``Text``: SQLite never enforces a VARCHAR length and PostgreSQL always
+does, so a length limit would only make the two backends disagree about which values they keep.
+PostgreSQL indexes ``text`` as well as ``varchar`` (one B-tree entry, all key columns together,
+must stay under about 2.7 kB: far above any hash, address or transfer index).
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
-    String,
     Text,
     UniqueConstraint,
 )
@@ -44,7 +48,7 @@ class Amount(TypeDecorator[int]):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
-            return dialect.type_descriptor(String(AMOUNT_DIGITS))
+            return dialect.type_descriptor(Text())
         return dialect.type_descriptor(Numeric(AMOUNT_DIGITS, 0))
 
     def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
@@ -86,12 +90,6 @@ class UtcDateTime(TypeDecorator[datetime]):
 # SQLite only auto-numbers an INTEGER PRIMARY KEY (the rowid), not a BIGINT one.
 RowId = BigInteger().with_variant(Integer(), "sqlite")
 
-CHAIN = String(64)
-HASH = String(130)
-ADDRESS = String(130)
-NAME = String(200)
-ENUM = String(16)
-
 
 class Base(DeclarativeBase):
     pass
@@ -101,10 +99,10 @@ class BlockRow(Base):
     __tablename__ = "blocks"
     __table_args__ = (Index("ix_blocks_chain_height", "chain", "height"),)
 
-    chain: Mapped[str] = mapped_column(CHAIN, primary_key=True)
-    hash: Mapped[str] = mapped_column(HASH, primary_key=True)
+    chain: Mapped[str] = mapped_column(Text, primary_key=True)
+    hash: Mapped[str] = mapped_column(Text, primary_key=True)
     height: Mapped[int] = mapped_column(BigInteger)
-    parent_hash: Mapped[str] = mapped_column(HASH)
+    parent_hash: Mapped[str] = mapped_column(Text)
     block_time: Mapped[datetime] = mapped_column(UtcDateTime)
     orphaned: Mapped[bool] = mapped_column(Boolean, default=False)
 
@@ -121,64 +119,67 @@ class TransferRow(Base):
         Index("ix_transfers_position", "position"),
     )
 
-    chain: Mapped[str] = mapped_column(CHAIN, primary_key=True)
-    tx_hash: Mapped[str] = mapped_column(HASH, primary_key=True)
-    tx_index: Mapped[str] = mapped_column(String(100), primary_key=True)
+    chain: Mapped[str] = mapped_column(Text, primary_key=True)
+    tx_hash: Mapped[str] = mapped_column(Text, primary_key=True)
+    tx_index: Mapped[str] = mapped_column(Text, primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger)
-    from_address: Mapped[str] = mapped_column(ADDRESS)
-    to_address: Mapped[str] = mapped_column(ADDRESS)
+    from_address: Mapped[str] = mapped_column(Text)
+    to_address: Mapped[str] = mapped_column(Text)
     # Lower-cased copies, so that a case-insensitive lookup is a plain indexed equality on both
     # backends (EVM addresses arrive in checksum case or lower case).
-    from_lower: Mapped[str] = mapped_column(ADDRESS)
-    to_lower: Mapped[str] = mapped_column(ADDRESS)
-    asset: Mapped[str] = mapped_column(ADDRESS)
+    from_lower: Mapped[str] = mapped_column(Text)
+    to_lower: Mapped[str] = mapped_column(Text)
+    asset: Mapped[str] = mapped_column(Text)
     amount: Mapped[int] = mapped_column(Amount)
-    kind: Mapped[str] = mapped_column(ENUM)
-    status: Mapped[str] = mapped_column(ENUM)
+    kind: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
     block_height: Mapped[int | None] = mapped_column(BigInteger)
-    block_hash: Mapped[str | None] = mapped_column(HASH)
+    block_hash: Mapped[str | None] = mapped_column(Text)
     block_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class CheckpointRow(Base):
     __tablename__ = "checkpoints"
 
-    chain: Mapped[str] = mapped_column(CHAIN, primary_key=True)
+    chain: Mapped[str] = mapped_column(Text, primary_key=True)
     height: Mapped[int] = mapped_column(BigInteger)
-    hash: Mapped[str] = mapped_column(HASH)
+    hash: Mapped[str] = mapped_column(Text)
 
 
 class AlertRow(Base):
     __tablename__ = "alerts"
-    __table_args__ = (Index("ix_alerts_raised_at", "raised_at"),)
+    __table_args__ = (
+        Index("ix_alerts_raised_at", "raised_at"),
+        Index("ix_alerts_block", "chain", "block_hash"),
+    )
 
-    id: Mapped[str] = mapped_column(NAME, primary_key=True)
-    rule_id: Mapped[str] = mapped_column(NAME)
-    severity: Mapped[str] = mapped_column(ENUM)
-    state: Mapped[str] = mapped_column(ENUM)
-    chain: Mapped[str] = mapped_column(CHAIN)
-    wallet: Mapped[str] = mapped_column(NAME)
-    subject_0: Mapped[str] = mapped_column(NAME)
-    subject_1: Mapped[str] = mapped_column(NAME)
-    subject_2: Mapped[str] = mapped_column(NAME)
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    rule_id: Mapped[str] = mapped_column(Text)
+    severity: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(Text)
+    chain: Mapped[str] = mapped_column(Text)
+    wallet: Mapped[str] = mapped_column(Text)
+    subject_0: Mapped[str] = mapped_column(Text)
+    subject_1: Mapped[str] = mapped_column(Text)
+    subject_2: Mapped[str] = mapped_column(Text)
     raised_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    tx_hash: Mapped[str | None] = mapped_column(HASH)
+    tx_hash: Mapped[str | None] = mapped_column(Text)
     block_height: Mapped[int | None] = mapped_column(BigInteger)
-    block_hash: Mapped[str | None] = mapped_column(HASH)
-    asset: Mapped[str | None] = mapped_column(ADDRESS)
+    block_hash: Mapped[str | None] = mapped_column(Text)
+    asset: Mapped[str | None] = mapped_column(Text)
     amount: Mapped[int | None] = mapped_column(Amount)
-    counterparty: Mapped[str | None] = mapped_column(ADDRESS)
+    counterparty: Mapped[str | None] = mapped_column(Text)
 
 
 class IncidentRow(Base):
     __tablename__ = "incidents"
 
-    id: Mapped[str] = mapped_column(NAME, primary_key=True)
-    title: Mapped[str] = mapped_column(String(500))
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
     opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    status: Mapped[str] = mapped_column(ENUM)
+    status: Mapped[str] = mapped_column(Text)
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    from_alert: Mapped[str | None] = mapped_column(NAME)
+    from_alert: Mapped[str | None] = mapped_column(Text)
     exercise: Mapped[bool] = mapped_column(Boolean)
 
 
@@ -192,11 +193,11 @@ class TimelineEntryRow(Base):
     )
 
     id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
-    incident_id: Mapped[str] = mapped_column(NAME, ForeignKey("incidents.id"))
+    incident_id: Mapped[str] = mapped_column(Text, ForeignKey("incidents.id"))
     at: Mapped[datetime] = mapped_column(UtcDateTime)
-    digest: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(ENUM)
+    digest: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
     text: Mapped[str] = mapped_column(Text)
-    actor: Mapped[str | None] = mapped_column(NAME)
-    section: Mapped[str | None] = mapped_column(NAME)
-    ref: Mapped[str | None] = mapped_column(String(500))
+    actor: Mapped[str | None] = mapped_column(Text)
+    section: Mapped[str | None] = mapped_column(Text)
+    ref: Mapped[str | None] = mapped_column(Text)

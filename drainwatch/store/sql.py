@@ -56,6 +56,17 @@ _POSITION_LOCK = 0x647261696E77
 #: kept for INSERT too (SQLAlchemy otherwise promises it for UPDATE and DELETE only).
 WRITE = {"drainwatch_write": True, "preserve_rowcount": True}
 
+#: The columns ``update_alert`` overwrites.
+_ALERT_UPDATABLE = (
+    "state",
+    "tx_hash",
+    "block_height",
+    "block_hash",
+    "asset",
+    "amount",
+    "counterparty",
+)
+
 _PENDING = TransferStatus.PENDING.value
 _CONFIRMED = TransferStatus.CONFIRMED.value
 _ORPHANED = TransferStatus.ORPHANED.value
@@ -256,6 +267,18 @@ class SqlStore:
         if not found:
             raise StoreError(f"store: no alert with id {alert_id!r} on {self._where}")
 
+    def update_alert(self, alert: Alert) -> None:
+        """See the port: the state and what the alert is about now (transaction, block, asset,
+        amount, counterparty) are overwritten; what names it (rule, severity, chain, wallet,
+        subject, raised_at) stays as first saved."""
+        row = alert_to_row(alert)
+        values = {name: row[name] for name in _ALERT_UPDATABLE}
+        stmt = update(AlertRow).where(AlertRow.id == alert.id).values(values)
+        with self._write("update_alert") as conn:
+            found = conn.execute(stmt).rowcount
+        if not found:
+            raise StoreError(f"store: no alert with id {alert.id!r} on {self._where}")
+
     def get_alert(self, alert_id: str) -> Alert | None:
         with self._read("get_alert") as session:
             row = session.get(AlertRow, alert_id)
@@ -264,6 +287,19 @@ class SqlStore:
     def alerts(self) -> list[Alert]:
         query = select(AlertRow).order_by(AlertRow.raised_at, AlertRow.id)
         with self._read("alerts") as session:
+            return [alert_from_row(r) for r in session.scalars(query)]
+
+    def alerts_in_block(self, chain: str, block: BlockRef) -> list[Alert]:
+        query = (
+            select(AlertRow)
+            .where(
+                AlertRow.chain == chain,
+                AlertRow.block_hash == block.hash,
+                AlertRow.block_height == block.height,
+            )
+            .order_by(AlertRow.raised_at, AlertRow.id)
+        )
+        with self._read("alerts_in_block") as session:
             return [alert_from_row(r) for r in session.scalars(query)]
 
     # -- incidents -----------------------------------------------------------------------------

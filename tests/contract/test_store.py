@@ -265,6 +265,115 @@ def test_alerts_are_saved_once_and_change_state(store: SqlStore) -> None:
         store.set_alert_state("missing", AlertState.RETRACTED)
 
 
+def test_update_alert_moves_a_remined_alert_to_its_new_block(store: SqlStore) -> None:
+    first = alert("a1")
+    other = alert("a2", T0 + timedelta(minutes=1))
+    assert store.save_alert(first) and store.save_alert(other)
+    remined = replace(
+        first,
+        state=AlertState.CONFIRMED,
+        tx_hash="0xdef",
+        block=BlockRef(8, "0xb8new"),
+        amount=5,
+        counterparty=None,
+    )
+    store.update_alert(remined)
+    assert store.get_alert("a1") == remined
+    assert store.get_alert("a2") == other
+    assert store.alerts_in_block("eth", BlockRef(7, "0xb7")) == [other]
+    assert store.alerts_in_block("eth", BlockRef(8, "0xb8new")) == [remined]
+    store.update_alert(remined)  # again: no change, no error
+    assert store.get_alert("a1") == remined
+    # Back to the mempool: the block can be cleared too.
+    unmined = replace(remined, state=AlertState.PROVISIONAL, block=None)
+    store.update_alert(unmined)
+    assert store.get_alert("a1") == unmined
+    assert store.alerts_in_block("eth", BlockRef(8, "0xb8new")) == []
+    # set_alert_state still changes the state alone.
+    store.set_alert_state("a1", AlertState.RETRACTED)
+    assert store.get_alert("a1") == replace(unmined, state=AlertState.RETRACTED)
+
+
+def test_update_alert_keeps_what_names_the_alert(store: SqlStore) -> None:
+    first = alert("a1")
+    store.save_alert(first)
+    store.update_alert(
+        replace(first, rule_id="other", wallet="w", raised_at=T0 + timedelta(days=1))
+    )
+    assert store.get_alert("a1") == first
+
+
+def test_update_alert_of_an_unknown_id_is_an_error(store: SqlStore) -> None:
+    store.save_alert(alert("a1"))
+    with pytest.raises(StoreError, match="no alert with id 'missing'"):
+        store.update_alert(alert("missing"))
+    assert [a.id for a in store.alerts()] == ["a1"]
+
+
+def test_alerts_in_block(store: SqlStore) -> None:
+    b7, b8 = BlockRef(7, "0xb7"), BlockRef(8, "0xb8")
+    late = alert("z-late", T0 + timedelta(minutes=2))
+    early = alert("z-early", T0)
+    tie = alert("a-tie", T0)  # same time as early: the id decides
+    in_b8 = replace(alert("b8", T0), block=b8)
+    other_chain = replace(alert("btc", T0), chain="btc")  # same block hash, other chain
+    unmined = replace(alert("pending", T0), block=None, state=AlertState.PENDING)
+    for a in (late, early, in_b8, other_chain, unmined, tie):
+        assert store.save_alert(a)
+    assert store.alerts_in_block("eth", b7) == [tie, early, late]
+    assert store.alerts_in_block("eth", b8) == [in_b8]
+    assert store.alerts_in_block("btc", b7) == [other_chain]
+    assert store.alerts_in_block("eth", BlockRef(9, "0xb9")) == []
+    assert store.alerts_in_block("arb", b7) == []
+
+
+def test_long_strings_round_trip(store: SqlStore) -> None:
+    """No column has a length limit: PostgreSQL would enforce one that SQLite ignores."""
+    title = ("Hot wallet drain / ホットウォレット流出 " * 100)[:2000]
+    assert len(title) == 2000
+    incident = Incident("inc-" + "x" * 500, title, T0, from_alert="a" * 500)
+    store.save_incident(incident)
+    assert store.incidents() == [incident]
+    entry = TimelineEntry(
+        incident.id, T0, TimelineKind.NOTE, "t" * 10_000, "actor" * 100, "s" * 500, "r" * 2000
+    )
+    assert store.add_timeline_entry(entry)
+    assert store.timeline(incident.id) == [entry]
+
+    index = "log:" + "7" * 296
+    assert len(index) == 300
+    block = BlockRef(1, "0x" + "b" * 300)
+    t = replace(
+        transfer("0x" + "a" * 300, index=index, block=block, chain="c" * 100),
+        from_address="0x" + "F" * 400,
+        to_address="bc1" + "q" * 400,
+        asset="erc1155:" + "0" * 400,
+    )
+    assert store.upsert_transfers([t]) == 1
+    assert store.upsert_transfers([t]) == 0
+    assert store.transfers() == [t]
+    assert store.transfers(address=t.from_address.lower()) == [t]
+    store.record_block(t.chain, block, "0x" + "p" * 300, T0)
+    assert store.recent_blocks(t.chain, 1) == [(block, "0x" + "p" * 300)]
+    store.set_checkpoint(t.chain, block)
+    assert store.get_checkpoint(t.chain) == block
+
+    long_alert = replace(
+        alert("alert:" + "i" * 500),
+        rule_id="rule-" + "r" * 300,
+        wallet="wallet " * 50,
+        subject=("s" * 300, "u" * 300, index),
+        tx_hash=t.tx_hash,
+        block=block,
+        chain=t.chain,
+        asset=t.asset,
+        counterparty=t.to_address,
+    )
+    assert store.save_alert(long_alert)
+    assert store.alerts() == [long_alert]
+    assert store.alerts_in_block(t.chain, block) == [long_alert]
+
+
 def test_alert_without_optional_fields(store: SqlStore) -> None:
     bare = Alert("a", "r", Severity.INFO, AlertState.PENDING, "btc", "cold", ("a", "b", "c"), T0)
     assert store.save_alert(bare)
@@ -442,9 +551,72 @@ def test_postgres_url_spellings(postgres_url: str, scheme: str) -> None:
     store.close()
 
 
-def test_an_unwritable_sqlite_path_is_a_store_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("create", [True, False])
+def test_a_sqlite_file_in_a_missing_directory_is_a_config_error(
+    tmp_path: Path, create: bool
+) -> None:
+    missing = tmp_path / "missing-dir"
+    with pytest.raises(ConfigError, match=r"store\.url") as caught:
+        open_store(f"sqlite:///{missing}/store.db", create=create)
+    assert caught.value.reason == f"the directory {missing} does not exist"
+    assert not missing.exists()
+
+
+def test_a_sqlite_file_under_a_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(ConfigError, match="plain is not a directory"):
+        open_store(f"sqlite:///{tmp_path}/plain/store.db")
+
+
+def test_an_unopenable_sqlite_file_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "a-directory").mkdir()
     with pytest.raises(StoreError, match="sqlite file"):
-        open_store(f"sqlite:///{tmp_path}/missing-dir/store.db")
+        open_store(f"sqlite:///{tmp_path}/a-directory")
+
+
+def test_a_missing_sqlite_file_is_created_only_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "wrong.db"
+    with pytest.raises(ConfigError, match=r"store\.url") as caught:
+        open_store(f"sqlite:///{path}", create=False)
+    assert caught.value.reason == (
+        f"no store at {path}: nothing has been recorded there yet "
+        "(run `drainwatch watch` first, or check the path)"
+    )
+    assert not path.exists()
+    # Once a watcher has recorded something, a reader opens it.
+    writer = open_store(f"sqlite:///{path}")
+    writer.set_checkpoint("eth", BlockRef(1, "0xb1"))
+    reader = open_store(f"sqlite:///{path}", create=False)
+    assert reader.get_checkpoint("eth") == BlockRef(1, "0xb1")
+    reader.close()
+    writer.close()
+
+
+def test_in_memory_sqlite_opens_with_create_false() -> None:
+    store = open_store("sqlite://", create=False)
+    assert store.alerts() == []
+    store.close()
+
+
+def test_a_relative_sqlite_path_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"no store at here\.db:"):
+        open_store("sqlite:///here.db", create=False)
+    open_store("sqlite:///here.db").close()
+    assert (tmp_path / "here.db").exists()
+    open_store("sqlite:///here.db", create=False).close()
+
+
+@pytest.mark.postgres
+def test_postgres_with_create_false_connects_as_usual(postgres_url: str) -> None:
+    writer = open_store(postgres_url)
+    writer.set_checkpoint("create-false", BlockRef(4, "0xb4"))
+    writer.close()
+    reader = open_store(postgres_url, create=False)
+    assert reader.get_checkpoint("create-false") == BlockRef(4, "0xb4")
+    reader.close()
 
 
 @pytest.mark.postgres

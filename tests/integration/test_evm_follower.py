@@ -3,21 +3,25 @@ stores, confirmations, restarts and reorgs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from alerts.rules import RulePolicy, WalletBook
 from drainwatch import codec
 from drainwatch.bus.inprocess import InProcessBus
+from drainwatch.errors import ConfigError
 from drainwatch.events import BlockConnected, BlockDisconnected, Event, TransferSeen
 from drainwatch.model import Chain, ChainKind, TransferStatus
-from drainwatch.ports import Message, Store
+from drainwatch.ports import JsonRpc, Message, Store
 from drainwatch.processor import Processor
 from drainwatch.store import open_store
 from tests.fixtures.evm_nodes import EvmNode
-from watchers.evm.follower import EvmFollower
+from watchers.evm.follower import EvmFollower, NodeInconsistent, ReorgTooDeep, chain_id_check
+from watchers.jsonrpc import FailoverRpc, HttpJsonRpc
 
 TOPIC = "test.events"
 
@@ -118,7 +122,7 @@ def test_waits_for_the_confirmation_depth(evm_node: EvmNode, store: Store) -> No
     tx = evm_node.send(rig.hot, rig.attacker, 5)
     rig.follower().step()
     assert _transfers(rig.events()) == []
-    evm_node.mine(2)
+    evm_node.mine(1)  # two confirmations, counting the transfer's own block (bitcoind's count)
     rig.follower().step()
     assert [t[0] for t in _transfers(rig.events())] == [tx.lower()]
 
@@ -160,3 +164,110 @@ def test_a_reorg_orphans_what_it_replaced(evm_node: EvmNode, store: Store) -> No
     assert by_hash[kept.lower()].status is TransferStatus.CONFIRMED
     checkpoint = store.get_checkpoint("devchain")
     assert checkpoint is not None and checkpoint.height == evm_node.head()
+
+
+class Tampered:
+    """A node whose answers a test can bend, one method at a time."""
+
+    def __init__(self, rpc: JsonRpc) -> None:
+        self._rpc = rpc
+        self.endpoint = rpc.endpoint
+        self.bend: dict[str, Callable[[Sequence[Any], Any], Any]] = {}
+
+    def call(self, method: str, params: Sequence[Any]) -> Any:
+        result = self._rpc.call(method, params)
+        bend = self.bend.get(method)
+        return bend(params, result) if bend else result
+
+
+def _follower(rig: Rig, rpc: JsonRpc, **kw: Any) -> EvmFollower:
+    return EvmFollower(
+        rig.chain, rpc, rig.store, rig.bus, TOPIC, [rig.hot, rig.cold], start_height=rig.start, **kw
+    )
+
+
+def test_a_crash_after_publishing_is_retracted_if_the_block_goes(
+    evm_node: EvmNode, store: Store
+) -> None:
+    rig = Rig(evm_node, store)
+    snap = evm_node.snapshot()
+    lost = evm_node.send(rig.hot, rig.attacker, 333)
+
+    def die() -> None:
+        raise SystemExit("killed after publishing, before the checkpoint")
+
+    with pytest.raises(SystemExit):
+        _follower(rig, evm_node.rpc, after_publish=die).step()
+    assert store.get_checkpoint("devchain") is None
+    published = rig.events()
+    assert [t[0] for t in _transfers(published)] == [lost.lower()]
+    evm_node.revert(snap)
+    evm_node.send(rig.hot, rig.outsider, 1)
+    evm_node.mine(1)
+    rig.follower().step()
+    after = rig.events()
+    assert [e.block.height for e in after if isinstance(e, BlockDisconnected)] == [rig.start]
+    [stored] = [t for t in store.transfers(chain="devchain") if t.tx_hash == lost.lower()]
+    assert stored.status is TransferStatus.ORPHANED
+
+
+def test_a_node_that_contradicts_itself_is_retried_not_retracted(
+    evm_node: EvmNode, store: Store
+) -> None:
+    rig = Rig(evm_node, store)
+    evm_node.send(rig.hot, rig.attacker, 5)
+    rig.follower().step()
+    rig.events()
+    tip = store.get_checkpoint("devchain")
+    assert tip is not None
+    evm_node.send(rig.hot, rig.attacker, 6)
+    node = Tampered(evm_node.rpc)
+    # A lagging backend answers the next block with a parent we never saw, while another
+    # still reports our tip: no reorg can be concluded from that.
+    node.bend["eth_getBlockByNumber"] = lambda p, r: (
+        dict(r, parentHash="0x" + "ee" * 32)
+        if r and p[1] and int(p[0], 16) == tip.height + 1
+        else r
+    )
+    with pytest.raises(NodeInconsistent):
+        _follower(rig, node).step()
+    assert rig.events() == [] and store.get_checkpoint("devchain") == tip
+    assert all(t.status is TransferStatus.CONFIRMED for t in store.transfers())
+
+
+def test_a_missing_receipt_holds_the_block_back(evm_node: EvmNode, store: Store) -> None:
+    rig = Rig(evm_node, store)
+    tx = evm_node.send(rig.hot, rig.attacker, 9)
+    node = Tampered(evm_node.rpc)
+    node.bend["eth_getTransactionReceipt"] = lambda p, r: None
+    assert _follower(rig, node).step() == 0
+    assert rig.events() == [] and store.get_checkpoint("devchain") is None
+    node.bend.clear()
+    assert _follower(rig, node).step() == 1
+    assert [t[0] for t in _transfers(rig.events())] == [tx.lower()]
+
+
+def test_a_reorg_deeper_than_the_window_changes_nothing(evm_node: EvmNode, store: Store) -> None:
+    rig = Rig(evm_node, store)
+    snap = evm_node.snapshot()
+    for value in (1, 2, 3):
+        evm_node.send(rig.hot, rig.attacker, value)
+    follower = _follower(rig, evm_node.rpc, max_reorg_depth=2)
+    follower.step()
+    rig.events()
+    tip = store.get_checkpoint("devchain")
+    evm_node.revert(snap)
+    for value in (4, 5, 6, 7):
+        evm_node.send(rig.hot, rig.outsider, value)
+    with pytest.raises(ReorgTooDeep, match="Nothing was retracted"):
+        follower.step()
+    assert rig.events() == [] and store.get_checkpoint("devchain") == tip
+
+
+def test_an_endpoint_on_another_chain_is_refused(anvil_url: str) -> None:
+    rpc = FailoverRpc([HttpJsonRpc(anvil_url)], verify=chain_id_check("ethereum", 1))
+    with pytest.raises(ConfigError) as err:
+        rpc.call("eth_blockNumber", [])
+    assert err.value.path == "chains.ethereum.chain_id" and "31337" in str(err.value)
+    ok = FailoverRpc([HttpJsonRpc(anvil_url)], verify=chain_id_check("dev", 31337))
+    assert int(ok.call("eth_blockNumber", []), 16) >= 0

@@ -17,10 +17,10 @@ ANSWERS: dict[str, tuple[int, bytes]] = {
     "/garbage": (200, b"<html>gateway</html>"),
     "/overloaded": (503, b"busy"),
     "/limited": (429, b"slow down"),
-    "/error": (
-        200,
-        b'{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"header not found"}}',
-    ),
+    "/behind": (200, b'{"jsonrpc":"2.0","error":{"code":-32000,"message":"header not found"}}'),
+    "/limit": (200, b'{"jsonrpc":"2.0","error":{"code":-32005,"message":"slow down"}}'),
+    "/nomethod": (200, b'{"jsonrpc":"2.0","error":{"code":-32601,"message":"no such method"}}'),
+    "/denied": (401, b"unauthorized"),
     "/neither": (200, b'{"jsonrpc":"2.0","id":1}'),
     "/list": (200, b"[1,2,3]"),
     "/decimal": (200, b'{"jsonrpc":"2.0","id":1,"result":{"fee":0.00001}}'),
@@ -30,7 +30,7 @@ ANSWERS: dict[str, tuple[int, bytes]] = {
 class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        status, body = ANSWERS[self.path]
+        status, body = ANSWERS[self.path]  # an unknown path fails the test loudly
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -55,14 +55,18 @@ def odd_server() -> Iterator[str]:
         ("/garbage", MalformedRpcResponse),
         ("/overloaded", RetriableRpcError),
         ("/limited", RetriableRpcError),
-        ("/error", RpcError),
+        ("/behind", RetriableRpcError),
+        ("/limit", RetriableRpcError),
+        ("/nomethod", RpcError),
+        ("/denied", RpcError),
         ("/neither", MalformedRpcResponse),
         ("/list", MalformedRpcResponse),
     ],
 )
 def test_answers_are_classified(odd_server: str, path: str, error: type[Exception]) -> None:
-    with pytest.raises(error) as err:
+    with pytest.raises((RpcError, MalformedRpcResponse)) as err:
         HttpJsonRpc(odd_server + path).call("eth_blockNumber", [])
+    assert type(err.value) is error
     assert "eth_blockNumber" in str(err.value)
 
 
@@ -105,10 +109,32 @@ def test_every_endpoint_down_raises_after_bounded_rounds() -> None:
     assert naps == [0.5, 1.0]
 
 
-def test_a_json_rpc_error_does_not_fail_over(odd_server: str, anvil_url: str) -> None:
-    rpc = FailoverRpc([HttpJsonRpc(odd_server + "/error"), HttpJsonRpc(anvil_url)])
-    with pytest.raises(RpcError, match="header not found"):
+def test_a_final_json_rpc_error_does_not_fail_over(odd_server: str, anvil_url: str) -> None:
+    rpc = FailoverRpc([HttpJsonRpc(odd_server + "/nomethod"), HttpJsonRpc(anvil_url)])
+    with pytest.raises(RpcError, match="no such method") as err:
         rpc.call("eth_getBlockByNumber", ["0x1", False])
+    assert not isinstance(err.value, RetriableRpcError)
+
+
+@pytest.mark.parametrize("path", ["/behind", "/limit", "/overloaded"])
+def test_a_backend_behind_or_rate_limited_fails_over(
+    odd_server: str, anvil_url: str, path: str
+) -> None:
+    rpc = FailoverRpc([HttpJsonRpc(odd_server + path), HttpJsonRpc(anvil_url)])
+    assert rpc.call("eth_getBlockByNumber", ["0x0", False])["number"] == "0x0"
+    assert rpc.failovers == 1
+
+
+def test_an_api_key_in_the_url_path_never_reaches_a_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}/v3/SUPERSECRETAPIKEY123"
+    rpc = FailoverRpc([HttpJsonRpc(url, timeout=1)], rounds=2, sleep=lambda _: None)
+    with caplog.at_level("DEBUG"), pytest.raises(RetriableRpcError) as err:
+        rpc.call("eth_chainId", [])
+    assert "SUPERSECRETAPIKEY123" not in str(err.value)
+    assert "SUPERSECRETAPIKEY123" not in caplog.text
+    assert err.value.__cause__ is None and err.value.__suppress_context__
 
 
 def test_credentials_never_appear_in_the_endpoint_name() -> None:

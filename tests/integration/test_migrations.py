@@ -14,7 +14,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, inspect
+from sqlalchemy import Engine, String, Text, create_engine, inspect
 
 from drainwatch.model import BlockRef
 from drainwatch.store import MIGRATIONS, alembic_config, migrate, open_store
@@ -58,6 +58,29 @@ def test_migrated_database_matches_the_models(empty_database: str) -> None:
         assert compare_metadata(context, Base.metadata) == []
     assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
     engine.dispose()
+
+
+def test_no_string_column_has_a_length_limit(empty_database: str) -> None:
+    """PostgreSQL enforces VARCHAR lengths and SQLite ignores them: every string is TEXT."""
+    open_store(empty_database).close()
+    engine = _engine(empty_database)
+    inspector = inspect(engine)
+    limited = [
+        f"{table}.{column['name']} {column['type']}"
+        for table in sorted(TABLES)
+        for column in inspector.get_columns(table)
+        if isinstance(column["type"], String) and not isinstance(column["type"], Text)
+    ]
+    engine.dispose()
+    assert limited == []
+
+
+def test_alerts_are_indexed_by_block(empty_database: str) -> None:
+    open_store(empty_database).close()
+    engine = _engine(empty_database)
+    indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("alerts")}
+    engine.dispose()
+    assert indexes["ix_alerts_block"] == ["chain", "block_hash"]
 
 
 def test_reopening_a_migrated_database_is_a_no_op(empty_database: str) -> None:

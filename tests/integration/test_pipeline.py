@@ -3,19 +3,25 @@ alert is raised once, survives a replay without a second delivery, and is retrac
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 from alerts.rules import RulePolicy, WalletBook
 from drainwatch.bus.inprocess import InProcessBus
+from drainwatch.events import BlockDisconnected, TransferSeen
 from drainwatch.model import (
     Alert,
     AlertState,
+    BlockRef,
     Chain,
     ChainKind,
     Custody,
     CustodyKind,
     Severity,
+    Transfer,
+    TransferKind,
+    TransferStatus,
     Wallet,
     WalletRole,
 )
@@ -92,3 +98,208 @@ def test_cold_drain_alert_once_then_retracted_by_reorg(tmp_path: Path) -> None:
     stored = {a.id: a for a in store.alerts()}
     assert stored[critical.id].state is AlertState.RETRACTED
     assert stored[sink.seen[0][0].id].state is AlertState.CONFIRMED
+
+
+CONFIG = """\
+exchange: {{name: T}}
+store: {{url: "sqlite:///{db}"}}
+chains:
+  {chain}:
+    kind: evm
+    network: devnet
+    chain_id: 131277322940537
+    rpc: [{{url: "ethtester://in-process"}}]
+    confirmations: 0
+  other:
+    kind: evm
+    network: devnet
+    chain_id: 131277322940537
+    rpc: [{{url: "ethtester://in-process"}}]
+    confirmations: 0
+wallets:
+  cold:
+    chain: {chain}
+    role: cold
+    custody: {{kind: multisig, threshold: 2, signers: [a, b, c]}}
+    addresses: ["{cold}"]
+  other-cold:
+    chain: other
+    role: cold
+    custody: {{kind: multisig, threshold: 2, signers: [a, b, c]}}
+    addresses: ["{other_cold}"]
+"""
+
+
+class FlakySink(RecordingSink):
+    """Fails its first delivery, as a terminal or a channel can."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def deliver(self, alert: Alert, text_en: str, text_ja: str) -> None:
+        if not self.failed:
+            self.failed = True
+            raise OSError("delivery failed")
+        super().deliver(alert, text_en, text_ja)
+
+
+def _app(tmp_path: Path, node: EthTesterNode, other: EthTesterNode):  # type: ignore[no-untyped-def]
+    from drainwatch.config import load_config_text
+    from drainwatch.wiring import build_app
+
+    text = CONFIG.format(
+        db=tmp_path / "dw.db", chain="devchain", cold=node.accounts[2], other_cold=other.accounts[3]
+    )
+    return build_app(load_config_text(text))
+
+
+def test_nothing_is_lost_when_processing_fails_with_the_in_process_bus(tmp_path: Path) -> None:
+    """The in-process bus keeps nothing: the watcher's checkpoint must not pass a block whose
+    events the processor has not handled, or a crash loses the alert for good."""
+    import pytest
+
+    from drainwatch.wiring import build_pipeline
+
+    node, other = EthTesterNode(), EthTesterNode()
+    drain = node.send(node.accounts[2], node.accounts[7], 10**18)
+    app = _app(tmp_path, node, other)
+    flaky = FlakySink()
+    pipeline = build_pipeline(
+        app,
+        [flaky],
+        rpc_overrides={"devchain": node.rpc, "other": other.rpc},
+        start_heights={"devchain": 1, "other": 1},
+    )
+    with pytest.raises(OSError):
+        pipeline.run_once()
+    checkpoint = app.store.get_checkpoint("devchain")
+    assert checkpoint is None or checkpoint.height < node.head()
+    app.close()
+
+    app = _app(tmp_path, node, other)  # a restart: a new process, the same store
+    sink = RecordingSink()
+    pipeline = build_pipeline(
+        app,
+        [sink],
+        rpc_overrides={"devchain": node.rpc, "other": other.rpc},
+        start_heights={"devchain": 1, "other": 1},
+    )
+    pipeline.run_once()
+    assert [a.tx_hash for a, _, _ in sink.seen] == [drain.lower()]
+    assert [a.tx_hash for a in app.store.alerts()] == [drain.lower()]
+    app.close()
+
+
+def test_one_dead_chain_does_not_stop_the_others(tmp_path: Path) -> None:
+    from drainwatch.errors import RetriableRpcError
+    from drainwatch.wiring import build_pipeline
+
+    node, other = EthTesterNode(), EthTesterNode()
+
+    class Dead:
+        endpoint = "dead node"
+
+        def call(self, method: str, params: object) -> object:
+            raise RetriableRpcError("dead node: connection refused")
+
+    drain = other.send(other.accounts[3], other.accounts[7], 10**18)
+    app = _app(tmp_path, node, other)
+    sink = RecordingSink()
+    pipeline = build_pipeline(
+        app,
+        [sink],
+        rpc_overrides={"devchain": Dead(), "other": other.rpc},
+        start_heights={"devchain": 1, "other": 1},
+    )
+    failures: list[str] = []
+    pipeline.run_once(on_error=lambda chain, exc, pause: failures.append(chain))
+    assert failures == ["devchain"]
+    assert [a.tx_hash for a, _, _ in sink.seen] == [drain.lower()]
+    pipeline.run_once(on_error=lambda chain, exc, pause: failures.append(chain))
+    assert failures == ["devchain"]  # in its pause: not hammered on every round
+    app.close()
+
+
+def _processor(tmp_path: Path, sink: RecordingSink, chains: dict[str, Chain] | None = None):  # type: ignore[no-untyped-def]
+    cold = "0x" + "c0" * 20
+    book = WalletBook(
+        [
+            Wallet(
+                "eth-cold",
+                "devchain",
+                WalletRole.COLD,
+                Custody(CustodyKind.MULTISIG, 2, ("a", "b", "c")),
+                (cold,),
+            )
+        ]
+    )
+    if chains is None:
+        chains = {"devchain": Chain("devchain", ChainKind.EVM, "devnet", "ETH", 18)}
+    store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    processor = Processor(store, book, chains, {}, RulePolicy(), [sink], lambda: datetime.now(UTC))
+    return processor, store, cold
+
+
+def _seen(cold: str, block: BlockRef) -> TransferSeen:
+    return TransferSeen(
+        Transfer(
+            "devchain",
+            "0x" + "ab" * 32,
+            "tx",
+            cold,
+            "0x" + "99" * 20,
+            "native",
+            5 * 10**18,
+            TransferKind.NATIVE,
+            TransferStatus.CONFIRMED,
+            block,
+            datetime.now(UTC),
+        )
+    )
+
+
+def test_an_alert_follows_its_transaction_into_a_new_block(tmp_path: Path) -> None:
+    sink = RecordingSink()
+    processor, store, cold = _processor(tmp_path, sink)
+    b1, b2 = BlockRef(10, "0x" + "01" * 32), BlockRef(10, "0x" + "02" * 32)
+    processor.handle(_seen(cold, b1))
+    processor.handle(BlockDisconnected("devchain", b1))
+    processor.handle(_seen(cold, b2))  # re-mined in the block that replaced b1
+    processor.handle(BlockDisconnected("devchain", b2))  # and that one goes too
+    assert [(a.state, a.block) for a, _, _ in sink.seen] == [
+        (AlertState.CONFIRMED, b1),
+        (AlertState.RETRACTED, b1),
+        (AlertState.CONFIRMED, b2),
+        (AlertState.RETRACTED, b2),
+    ]
+    [stored] = store.alerts()
+    assert (stored.state, stored.block) == (AlertState.RETRACTED, b2)
+    processor.handle(BlockDisconnected("devchain", b2))  # a replay changes nothing
+    assert len(sink.seen) == 4
+
+
+def test_an_unreadable_message_stops_the_consumer_uncommitted(tmp_path: Path) -> None:
+    import pytest
+
+    from drainwatch import codec
+    from drainwatch.errors import BusError
+
+    sink = RecordingSink()
+    processor, _store, cold = _processor(tmp_path, sink)
+    bus = InProcessBus()
+    sub = bus.subscribe("t", "g")
+    newer = {**codec.encode_event(_seen(cold, BlockRef(1, "0x" + "01" * 32))), "version": 2}
+    bus.publish("t", "devchain", json.dumps(newer).encode())
+    for _ in range(2):  # seen again: never skipped
+        with pytest.raises(BusError, match=r"t\[0\]@0"):
+            sub.poll(processor.handle_message)
+    assert sub.backlog() == 1 and sink.seen == []
+
+
+def test_an_alert_of_a_chain_no_longer_configured_is_still_delivered(tmp_path: Path) -> None:
+    sink = RecordingSink()
+    processor, _store, cold = _processor(tmp_path, sink, chains={})
+    processor.handle(_seen(cold, BlockRef(3, "0x" + "03" * 32)))
+    [(_alert, text_en, _)] = sink.seen
+    assert "5,000,000,000,000,000,000 base units" in text_en

@@ -118,7 +118,36 @@ def test_missing_database_password_variable(
     assert "store.password_env" in err and "DW_TEST_DB_PASSWORD" in err
     monkeypatch.setenv("DW_TEST_DB_PASSWORD", "not-needed-with-trust-auth")
     assert main(["alerts", str(config)]) == 0
-    assert "not-needed" not in capsys.readouterr().err
+
+
+def test_the_database_password_is_never_printed(
+    tmp_path: Path,
+    anvil_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.fixtures.evm_nodes import free_port
+
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    nowhere = f"postgresql://drainwatch@127.0.0.1:{free_port()}/drainwatch"
+    config = _config(tmp_path, node, anvil_url, nowhere, ", password_env: DW_TEST_DB_PASSWORD")
+    monkeypatch.setenv("DW_TEST_DB_PASSWORD", "Pw-9f8e7d-secret")
+    assert main(["alerts", str(config)]) == 1
+    captured = capsys.readouterr()
+    assert "127.0.0.1" in captured.err  # says where it could not connect
+    assert "Pw-9f8e7d-secret" not in captured.err + captured.out
+
+
+def test_read_only_commands_never_create_an_empty_store(
+    tmp_path: Path, anvil_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    db = tmp_path / "never-written.db"
+    config = _config(tmp_path, node, anvil_url, f"sqlite:///{db}")
+    for command in (["alerts", str(config)], ["transfers", str(config), "--json"]):
+        assert main(command) == 2
+        assert "no store at" in capsys.readouterr().err
+    assert not db.exists()
 
 
 def test_unreachable_node_is_an_error_not_a_hang(
@@ -239,3 +268,38 @@ def test_watch_on_kafka_alerts_once(
     assert out.count("[CRITICAL] Outflow from cold wallet") == 1 and drain.lower() in out
     assert main(["watch", str(config), "--until-height", f"dev={node.head()}"]) == 0
     assert "Outflow" not in capsys.readouterr().out
+
+
+def test_what_is_not_enforced_yet_is_said_and_unfollowed_chains_refused(
+    tmp_path: Path, anvil_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    config = _config(tmp_path, node, anvil_url, f"sqlite:///{tmp_path / 'u.db'}")
+    text = config.read_text().replace(
+        "    poll_interval_seconds: 0.05\n",
+        "    poll_interval_seconds: 0.05\n"
+        "    tokens: [{symbol: USDT, contract: '0xdAC17F958D2ee523a2206206994597C13D831ec7',"
+        " decimals: 6}]\n"
+        "  btc:\n    kind: bitcoin\n    network: regtest\n"
+        "    rpc: [{url: 'http://127.0.0.1:1'}]\n",
+    )
+    config.write_text(text)
+    assert main(["watch", str(config), "--until-height", "btc=5"]) == 2
+    assert "not followed yet" in capsys.readouterr().err
+    assert main(["watch", str(config), "--until-height", f"dev={node.head()}"]) == 0
+    err = capsys.readouterr().err
+    assert "not yet enforced" in err and "USDT" in err and "btc" in err
+
+
+def test_a_relative_sqlite_path_is_relative_to_the_config_file(
+    tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    config = _config(tmp_path / "cfg", node, anvil_url, "sqlite:///rel.db")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["watch", str(config), "--until-height", f"dev={node.head()}"]) == 0
+    assert (tmp_path / "cfg" / "rel.db").exists()
+    assert not (tmp_path / "elsewhere" / "rel.db").exists()
+    assert main(["alerts", "../cfg/dw.yaml"]) == 0  # found from another directory too

@@ -59,3 +59,9 @@ def test_drill_out_must_be_a_directory(tmp_path: Path, capsys: pytest.CaptureFix
     target.write_text("x")
     assert main(["drill", "--out", str(target)]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_drill_out_that_cannot_be_created(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drill", "--out", "/dev/null/inside"]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "Traceback" not in err

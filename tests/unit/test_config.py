@@ -47,6 +47,14 @@ WIF = "KwdMAjGmerYanjeui5SHS7JkmpZvVipYvB2LJGU1ZxJwYvP98617"
 HEX_KEY = hashlib.sha256(b"drainwatch test key").hexdigest()
 SEED = "abandon " * 11 + "about"
 SLACK = "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx"
+X_ONLY = "a34b99f22c790c4e36b2b3c2c35a36db06226e41c692fc82b8b56ac1c540c5bd"  # BIP386 vector
+PUBKEY = "03a34b99f22c790c4e36b2b3c2c35a36db06226e41c692fc82b8b56ac1c540c5bd"
+TX_HASH = "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b"  # genesis tx
+SEED_JA = "\u3000".join(["あいこくしん"] * 11 + ["あおぞら"])
+JA_WORDS = [  # 12 distinct BIP39 Japanese words
+    *("あいこくしん", "あいさつ", "あいだ", "あおぞら", "あかちゃん", "あきる"),
+    *("あけがた", "あける", "あこがれる", "あさい", "あさひ", "あしあと"),
+]
 
 BASE: dict[str, Any] = {
     "exchange": {"name": "Test Exchange", "name_ja": "テスト取引所"},
@@ -264,6 +272,21 @@ BAD = [
         edit(("wallets|eth-cold|addresses", [HOT.lower()])),
         "wallets.eth-cold.addresses[0]",
     ),
+    Bad(
+        "address-twice-in-one-wallet",
+        edit(("wallets|eth-hot|addresses", [HOT, HOT.lower()])),
+        "wallets.eth-hot.addresses[1]",
+    ),
+    Bad(
+        "address-twice-on-second-evm-chain",
+        edit(
+            ("chains|polygon", {**BASE["chains"]["ethereum"], "chain_id": 137, "tokens": []}),
+            ("wallets|pol-hot", {**BASE["wallets"]["eth-hot"], "chain": "polygon", "limits": {}}),
+            ("wallets|pol-cold", {**BASE["wallets"]["eth-cold"], "chain": "polygon"}),
+            ("wallets|pol-cold|addresses", [COLD, HOT]),
+        ),
+        "wallets.pol-cold.addresses[1]",
+    ),
     Bad("xpubs-on-evm", edit(("wallets|eth-hot|xpubs", [XPUB])), "wallets.eth-hot.xpubs"),
     Bad("tpub-on-mainnet", edit(("wallets|btc-cold|xpubs", [TPUB])), "wallets.btc-cold.xpubs[0]"),
     Bad(
@@ -443,6 +466,99 @@ BAD = [
         "wallets.eth-hot.private_key",
     ),
     Bad("mnemonic-field", edit(("mnemonic", "redacted")), "mnemonic"),
+    # --- 64-hex strings: only x-only keys in tr(...) under wallets.*.descriptors ---
+    Bad(
+        "hex-key-in-brackets-in-location",
+        edit(("wallets|eth-hot|location", f"vault B ({HEX_KEY})")),
+        "wallets.eth-hot.location",
+        HEX_KEY,
+    ),
+    Bad(
+        "hex-key-in-braces-in-location",
+        edit(("wallets|eth-hot|location", f"vault {{{HEX_KEY}}}")),
+        "wallets.eth-hot.location",
+        HEX_KEY,
+    ),
+    Bad(
+        "tr-descriptor-in-location",
+        edit(("wallets|eth-hot|location", f"tr({HEX_KEY})")),
+        "wallets.eth-hot.location",
+        HEX_KEY,
+    ),
+    Bad(
+        "hex-key-in-wpkh",
+        edit(("wallets|btc-cold|descriptors", [f"wpkh({HEX_KEY})"])),
+        "wallets.btc-cold.descriptors[0]",
+        HEX_KEY,
+    ),
+    Bad(
+        "hex-key-in-pkh",
+        edit(("wallets|btc-cold|descriptors", [DESCRIPTOR, f"pkh([d34db33f/44h]{HEX_KEY})"])),
+        "wallets.btc-cold.descriptors[1]",
+        HEX_KEY,
+    ),
+    Bad(
+        "hex-key-in-multi",
+        edit(("wallets|btc-cold|descriptors", [f"wsh(multi(1,{PUBKEY},{HEX_KEY}))"])),
+        "wallets.btc-cold.descriptors[0]",
+        HEX_KEY,
+    ),
+    Bad(
+        "hex-key-as-tree-hash",
+        edit(
+            ("wallets|btc-cold|descriptors", [f"tr({X_ONLY},{{pk({X_ONLY}),sha256({HEX_KEY})}})"])
+        ),
+        "wallets.btc-cold.descriptors[0]",
+        HEX_KEY,
+    ),
+    Bad(
+        "hex-key-next-to-tr-in-flow-list",
+        text(BASE_TEXT.replace("descriptors:\n", f"descriptors: [tr({X_ONLY}), {HEX_KEY}]\n#")),
+        "wallets.btc-cold.descriptors",
+        HEX_KEY,
+    ),
+    Bad(
+        "hex-key-in-bracketed-comment",
+        text(BASE_TEXT + f"# backup key: ({HEX_KEY})\n"),
+        f"line {BASE_LINES + 1}",
+        HEX_KEY,
+    ),
+    Bad(
+        "tr-descriptor-in-comment",
+        text(BASE_TEXT + f"# old descriptor: tr({X_ONLY})\n"),
+        f"line {BASE_LINES + 1}",
+        X_ONLY,
+    ),
+    Bad(
+        "tr-descriptor-in-trailing-comment",
+        text(BASE_TEXT.replace(f"- {DESCRIPTOR}\n", f"- tr({X_ONLY}) # tr({X_ONLY})\n")),
+        f"line {BASE_TEXT.splitlines().index(f'    - {DESCRIPTOR}') + 1}): in a comment",
+        X_ONLY,
+    ),
+    Bad(
+        "tx-hash-in-comment",
+        text(BASE_TEXT + f"# incident tx: {TX_HASH}\n"),
+        "transaction or block hashes",
+        TX_HASH,
+    ),
+    Bad(
+        "japanese-seed-in-comment",
+        text(BASE_TEXT + f"# {SEED_JA}\n"),
+        f"line {BASE_LINES + 1}",
+        "あいこくしん",
+    ),
+    Bad(
+        "japanese-seed-in-value",
+        edit(("wallets|eth-hot|location", SEED_JA)),
+        "wallets.eth-hot.location",
+        "あいこくしん",
+    ),
+    Bad(
+        "japanese-seed-as-list",
+        edit(("wallets|eth-cold|custody|signers", JA_WORDS)),  # distinct: not "listed twice"
+        "wallets.eth-cold.custody.signers",
+        "あおぞら",
+    ),
 ]
 
 
@@ -654,3 +770,186 @@ def test_every_field_is_documented() -> None:
     for model in models:
         for field in model.model_fields:
             assert f"`{field}" in docs or f".{field}`" in docs or f"{field}," in docs, field
+
+
+# --- taproot descriptors, hex values, Japanese seeds ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "descriptors",
+    [
+        [f"tr({X_ONLY})"],
+        [f"tr([d34db33f/86h/0h/0h]{X_ONLY})"],
+        [f"tr({X_ONLY},{{pk({X_ONLY}),multi_a(1,{X_ONLY},{X_ONLY})}})"],
+        [DESCRIPTOR, f"tr({X_ONLY})", f"wpkh({PUBKEY})"],
+    ],
+    ids=["tr", "tr-origin", "tr-tree", "mixed-list"],
+)
+def test_taproot_x_only_keys_are_accepted_in_descriptors(
+    descriptors: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "drainwatch.yaml"
+    path.write_text(edit(("wallets|btc-cold|descriptors", descriptors))(), encoding="utf-8")
+    assert main(["check-config", str(path)]) == 0, capsys.readouterr().err
+
+
+def test_hex_value_message_explains_why(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "drainwatch.yaml"
+    path.write_text(BASE_TEXT + f"# tx {TX_HASH}\n", encoding="utf-8")
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    for words in (
+        "may be a private key",
+        "any 32-byte hex value outside taproot descriptors",
+        "transaction or block hashes pasted into comments",
+        "the value is not shown",
+    ):
+        assert words in err, err
+    assert TX_HASH not in err
+
+
+def test_descriptor_check_refuses_x_only_keys_outside_taproot() -> None:
+    from drainwatch.addresses import InvalidAddress
+    from drainwatch.config_descriptors import check_descriptor
+
+    check_descriptor(f"tr({X_ONLY})", mainnet=True)
+    check_descriptor(f"wpkh({PUBKEY})", mainnet=True)
+    for bad in (f"wpkh({X_ONLY})", f"pkh({X_ONLY})", f"wsh(multi(1,{X_ONLY}))"):
+        with pytest.raises(InvalidAddress, match="only an x-only public key inside tr") as info:
+            check_descriptor(bad, mainnet=True)
+        assert X_ONLY not in str(info.value)
+
+
+# --- addresses on several chains -----------------------------------------------------------------
+
+
+def test_same_evm_address_on_two_evm_chains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    polygon = {**BASE["chains"]["ethereum"], "chain_id": 137, "tokens": []}
+    cold = {**BASE["wallets"]["eth-cold"], "chain": "polygon", "addresses": [COLD.lower()]}
+    path = tmp_path / "drainwatch.yaml"
+    path.write_text(
+        edit(("chains|polygon", polygon), ("wallets|pol-cold", cold))(), encoding="utf-8"
+    )
+    assert main(["check-config", str(path)]) == 0, capsys.readouterr().err
+    wallets = {w.name: w for w in load_config(path).domain_wallets()}
+    assert wallets["pol-cold"].addresses == wallets["eth-cold"].addresses == (COLD,)
+
+
+# --- store URLs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///drainwatch.db",
+        "sqlite:////var/lib/drainwatch/dw.db",
+        "sqlite://",
+        "postgresql://dw@db/dw",
+        "postgres://dw@db:5432/dw",
+        "postgresql+psycopg://dw@db/dw",
+    ],
+)
+def test_store_schemes_accepted_by_the_store(url: str) -> None:
+    assert load_config_text(edit(("store", {"url": url}))()).store.url == url
+
+
+@pytest.mark.parametrize("url", ["sqlite://host/x.db", "postgresql+psycopg2://db/dw", "mysql://"])
+def test_store_schemes_refused(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(edit(("store", {"url": url}))())
+    assert info.value.path == "store.url"
+
+
+def _settings_in(directory: Path, url: str) -> Settings:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "drainwatch.yaml"
+    path.write_text(edit(("store", {"url": url}))(), encoding="utf-8")
+    return load_config(path)
+
+
+def test_sqlite_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    settings = _settings_in(conf, "sqlite:///data/dw.db")
+    assert settings.sqlite_path() == conf / "data" / "dw.db"
+    assert settings.store_url_resolved() == f"sqlite:///{conf}/data/dw.db"
+    assert settings.store_url_resolved().startswith("sqlite:////")  # absolute: four slashes
+
+    with_query = _settings_in(conf, "sqlite:///dw.db?timeout=5")
+    assert with_query.sqlite_path() == conf / "dw.db"
+    assert with_query.store_url_resolved() == f"sqlite:///{conf}/dw.db?timeout=5"
+
+
+def test_sqlite_absolute_memory_and_postgres(tmp_path: Path) -> None:
+    absolute = _settings_in(tmp_path / "a", "sqlite:////var/lib/drainwatch/dw.db")
+    assert absolute.sqlite_path() == Path("/var/lib/drainwatch/dw.db")
+    assert absolute.store_url_resolved() == "sqlite:////var/lib/drainwatch/dw.db"
+    for url in ("sqlite://", "sqlite:///:memory:", "postgresql://dw@db/dw", "postgres://db/dw"):
+        settings = _settings_in(tmp_path / "b", url)
+        assert settings.sqlite_path() is None
+        assert settings.store_url_resolved() == url
+
+
+# --- what is not enforced yet --------------------------------------------------------------------
+
+MINIMAL: dict[str, Any] = {
+    "exchange": {"name": "Minimal"},
+    "chains": {"ethereum": {**BASE["chains"]["ethereum"], "tokens": []}},
+    "wallets": {"eth-cold": BASE["wallets"]["eth-cold"]},
+}
+
+
+def test_unenforced_lists_only_what_the_config_uses() -> None:
+    from drainwatch.config_summary import unenforced
+
+    assert unenforced(load_config_text(dump(MINIMAL))) == []
+    english = [en for en, _ in unenforced(load_config_text(BASE_TEXT))]
+    assert [e.split(":")[0] for e in english] == [
+        "tokens on ethereum (USDT)",
+        "limits and allowlist",
+        "xpubs/descriptors",
+        "bitcoin chains (bitcoin)",
+    ]
+
+
+def test_unenforced_on_the_example_in_both_languages() -> None:
+    from drainwatch.config_summary import unenforced
+
+    items = unenforced(load_config(EXAMPLE))
+    text = "\n".join(f"{en} / {ja}" for en, ja in items)
+    for words in (
+        "tokens on ethereum (USDT, USDC)",
+        "issue #3",
+        "slack/webhook channels",
+        "(alerts go to the console)",
+        "limits and allowlist: rules from issue #5",
+        "xpubs/descriptors",
+        "issue #4",
+        "bitcoin chains (bitcoin): not followed yet",
+        "labels (3 source(s)): imported from issue #6",
+        "ethereum のトークン（USDT, USDC）",
+        "限度額・許可リスト",
+        "Bitcoin チェーン",
+        "ラベル",
+    ):
+        assert words in text, text
+    assert all(en and ja and en != ja for en, ja in items)
+
+
+def test_summary_ends_with_unenforced_section(capsys: pytest.CaptureFixture[str]) -> None:
+    from drainwatch.config import summary_lines
+    from drainwatch.config_summary import unenforced
+
+    settings = load_config(EXAMPLE)
+    lines = summary_lines(settings)
+    items = unenforced(settings)
+    assert lines[-len(items) - 1].startswith("not yet enforced / 未対応")
+    assert lines[-len(items) :] == [f"  - {en} / {ja}" for en, ja in items]
+    assert main(["check-config", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    assert "not yet enforced / 未対応" in out and "slack/webhook channels" in out
+
+    minimal = summary_lines(load_config_text(dump(MINIMAL)))
+    assert not any("未対応" in line for line in minimal)
+    assert minimal[-1].startswith("reports / レポート")

@@ -61,8 +61,9 @@ def test_only_transactions_touching_watched_addresses(block_47218: Any) -> None:
 def test_failed_transactions_move_nothing(block_47218: Any) -> None:
     block = parse_block(block_47218)
     ok, failed = block.transactions
+    h = block.ref.hash
     transfers = native_transfers(
-        "ethereum", block, [(ok, Receipt(True, None)), (failed, Receipt(False, None))]
+        "ethereum", block, [(ok, Receipt(True, None, h)), (failed, Receipt(False, None, h))]
     )
     assert len(transfers) == 1
     t = transfers[0]
@@ -75,7 +76,8 @@ def test_failed_transactions_move_nothing(block_47218: Any) -> None:
 def test_contract_creation_pays_the_new_contract(block_47218: Any) -> None:
     block = parse_block(block_47218)
     creation = EvmTx("0x" + "aa" * 32, 0, "0x" + "11" * 20, None, 5)
-    [t] = native_transfers("ethereum", block, [(creation, Receipt(True, "0x" + "22" * 20))])
+    receipt = Receipt(True, "0x" + "22" * 20, block.ref.hash)
+    [t] = native_transfers("ethereum", block, [(creation, receipt)])
     assert t.to_address == "0x" + "22" * 20
 
 
@@ -85,7 +87,7 @@ def test_pre_byzantium_receipts_have_no_status_and_count_as_succeeded(shared_dat
         "test_export_receipts_job/receipts_with_logs/web3_response.eth_getTransactionReceipt_"
         "0x04cbcb236043d8fb7839e07bbc7f5eed692fb2ca55d897f1101eac3e3ad4fab8.json",
     )
-    assert parse_receipt(raw) == Receipt(True, None)
+    assert parse_receipt(raw) == Receipt(True, None, raw["blockHash"])
     failed = dict(raw, status="0x0")
     assert parse_receipt(failed).succeeded is False
 

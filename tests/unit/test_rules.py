@@ -102,10 +102,23 @@ def test_pending_transfers_raise_pending_alerts() -> None:
     assert alert.state is AlertState.PENDING and alert.block is None
 
 
-@given(st.integers(1, 2**256 - 1), st.sampled_from(list(TransferStatus)))
-def test_evaluation_is_deterministic(amount: int, status: TransferStatus) -> None:
-    event = TransferSeen(_transfer(COLD, ATTACKER, amount, status=status))
-    assert evaluate(event, BOOK, RulePolicy(), NOW) == evaluate(event, BOOK, RulePolicy(), NOW)
+@given(
+    st.integers(1, 2**256 - 1),
+    st.sampled_from(list(TransferStatus)),
+    st.binary(min_size=32, max_size=32),
+    st.binary(min_size=32, max_size=32),
+    st.datetimes(timezones=st.just(UTC)),
+)
+def test_a_replayed_event_gives_the_same_alert_id_and_another_tx_another(
+    amount: int, status: TransferStatus, tx_a: bytes, tx_b: bytes, later: datetime
+) -> None:
+    first = _transfer(COLD, ATTACKER, amount, status=status, tx_hash="0x" + tx_a.hex())
+    [a] = evaluate(TransferSeen(first), BOOK, RulePolicy(), NOW)
+    [replayed] = evaluate(TransferSeen(first), BOOK, RulePolicy(), later)
+    assert replayed.id == a.id  # the store recognises the replay, whenever it happens
+    other = _transfer(COLD, ATTACKER, amount, status=status, tx_hash="0x" + tx_b.hex())
+    [b] = evaluate(TransferSeen(other), BOOK, RulePolicy(), NOW)
+    assert (a.id == b.id) == (tx_a == tx_b)
 
 
 def test_rendered_text_in_both_languages_names_everything() -> None:

@@ -2,23 +2,27 @@
 
 For each block, in height order: fetch it, check that its parent is the block processed before
 (else rewind: a reorg), fetch receipts of the value-carrying transactions that touch a watched
-address, publish the events, flush the bus, and only then record the block and move the
-checkpoint. A crash anywhere re-publishes at most the block in hand (consumers are idempotent);
-no block is skipped, because the next height is always checkpoint + 1.
+address, record the block, publish the events, flush the bus (and, on a bus that keeps nothing,
+let the processor handle them), and only then move the checkpoint. A crash anywhere re-publishes
+at most the block in hand (consumers are idempotent); no block is skipped, because the next
+height is always checkpoint + 1. A node that contradicts itself (backends behind a load balancer
+that disagree) is a ``NodeInconsistent`` error, retried later: never a reason to retract.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from drainwatch import codec
-from drainwatch.errors import DrainwatchError
+from drainwatch.errors import ConfigError, DrainwatchError, RetriableRpcError
 from drainwatch.events import BlockConnected, BlockDisconnected, Event, TransferSeen
 from drainwatch.model import BlockRef, Chain
 from drainwatch.ports import EventBus, JsonRpc, Store
 from watchers.evm.mapping import (
     EvmBlock,
+    EvmTx,
+    Receipt,
     native_transfers,
     parse_block,
     parse_block_ref,
@@ -33,6 +37,25 @@ class ReorgTooDeep(DrainwatchError):
     pass
 
 
+class NodeInconsistent(RetriableRpcError):
+    """The node's answers contradict each other or what it said before: ask again later."""
+
+
+def chain_id_check(chain_name: str, expected: int) -> Callable[[JsonRpc], None]:
+    """A check for ``FailoverRpc(verify=...)``: the endpoint must serve the configured chain."""
+
+    def verify(rpc: JsonRpc) -> None:
+        actual = int(rpc.call("eth_chainId", []), 16)
+        if actual != expected:
+            raise ConfigError(
+                f"chains.{chain_name}.chain_id",
+                f"endpoint {rpc.endpoint} serves chain id {actual}, not {expected}: "
+                "drainwatch will not watch a different network",
+            )
+
+    return verify
+
+
 class EvmFollower:
     def __init__(
         self,
@@ -45,6 +68,7 @@ class EvmFollower:
         *,
         start_height: int | None = None,
         max_reorg_depth: int = 128,
+        after_publish: Callable[[], object] | None = None,
     ) -> None:
         self.chain = chain
         self._rpc = rpc
@@ -54,30 +78,37 @@ class EvmFollower:
         self._watched = frozenset(a.lower() for a in watched)
         self._start_height = start_height
         self._max_reorg_depth = max_reorg_depth
+        self._after_publish = after_publish
         self.reorgs = 0
 
     def node_head(self) -> int:
         return int(self._rpc.call("eth_blockNumber", []), 16)
 
+    def confirmed_height(self, head: int) -> int:
+        """The highest block with ``confirmations`` blocks counting itself (bitcoind's count;
+        0 and 1 both mean the head)."""
+        return head - max(self.chain.confirmations - 1, 0)
+
     def step(self, until: int | None = None) -> int:
         """Process every block up to the confirmed head (or ``until``); return how many."""
-        target = self.node_head() - self.chain.confirmations
+        target = self.confirmed_height(self.node_head())
         if until is not None:
             target = min(target, until)
+        self._reconcile(self._store.get_checkpoint(self.chain.name))
         processed = 0
         while True:
             tip = self._store.get_checkpoint(self.chain.name)
             height = self._next_height(tip, target)
             if height > target:
                 return processed
-            raw = self._rpc.call("eth_getBlockByNumber", [hex(height), True])
-            if raw is None:  # the node has not got it yet (a load-balanced endpoint behind)
+            block = self._fetch_block(height)
+            if block is None:  # the node (or the backend that answered) has not got it yet
                 return processed
-            block = parse_block(raw, self._rpc.endpoint)
             if tip is not None and block.parent_hash != tip.hash:
-                self._rewind()
+                self._rewind(tip)
                 continue
-            self._process(block)
+            if not self._process(block):
+                return processed
             processed += 1
 
     def _next_height(self, tip: BlockRef | None, target: int) -> int:
@@ -87,49 +118,112 @@ class EvmFollower:
             return self._start_height
         return max(target, 0)  # a new deployment starts at the confirmed head, not at genesis
 
-    def _process(self, block: EvmBlock) -> None:
-        outcomes = []
+    def _fetch_block(self, height: int) -> EvmBlock | None:
+        raw = self._rpc.call("eth_getBlockByNumber", [hex(height), True])
+        if raw is None:
+            return None
+        block = parse_block(raw, self._rpc.endpoint)
+        if block.ref.height != height:
+            raise NodeInconsistent(
+                f"{self._rpc.endpoint}: asked for block {height}, got {block.ref.height}"
+            )
+        return block
+
+    def _process(self, block: EvmBlock) -> bool:
+        """Publish one block's events; False when a receipt is not available yet."""
+        outcomes: list[tuple[EvmTx, Receipt]] = []
         for tx in touching(block, self._watched):
             raw = self._rpc.call("eth_getTransactionReceipt", [tx.hash])
-            outcomes.append((tx, parse_receipt(raw, self._rpc.endpoint)))
-        events: list[Event] = [
-            BlockConnected(self.chain.name, block.ref, block.parent_hash, block.time)
-        ]
-        events += [TransferSeen(t) for t in native_transfers(self.chain.name, block, outcomes)]
-        self._publish(events)
+            receipt = None if raw is None else parse_receipt(raw, self._rpc.endpoint)
+            if receipt is None or receipt.block_hash != block.ref.hash:
+                # The receipt is missing or from another block: the node has moved on or is
+                # behind. Try the whole block again on the next step.
+                log.warning("%s: receipt of %s not ready in block %d", *self._where(tx.hash, block))
+                return False
+            outcomes.append((tx, receipt))
+        transfers = native_transfers(self.chain.name, block, outcomes)
+        events: list[Event] = [TransferSeen(t) for t in transfers]
+        # The block's own event comes last: a consumer that has handled it has the whole block.
+        events.append(BlockConnected(self.chain.name, block.ref, block.parent_hash, block.time))
+        # Recorded before publishing: if the process dies after publishing and the block is
+        # then replaced, the next start still knows to retract it (see _reconcile).
         self._store.record_block(self.chain.name, block.ref, block.parent_hash, block.time)
+        self._publish(events)
         self._store.set_checkpoint(self.chain.name, block.ref)
         if block.ref.height % 1000 == 0:
             log.info("%s: processed block %d", self.chain.name, block.ref.height)
+        return True
+
+    def _where(self, tx_hash: str, block: EvmBlock) -> tuple[str, str, int]:
+        return self.chain.name, tx_hash, block.ref.height
 
     def _publish(self, events: list[Event]) -> None:
         for event in events:
             self._bus.publish(self._topic, self.chain.name, codec.dumps_event(event))
         self._bus.flush()
+        if self._after_publish is not None:
+            self._after_publish()
 
-    def _rewind(self) -> None:
-        """Walk back from the checkpoint to the last block the node still has; orphan the rest."""
-        self.reorgs += 1
+    def _node_block(self, height: int) -> BlockRef:
+        raw = self._rpc.call("eth_getBlockByNumber", [hex(height), False])
+        if raw is None:
+            raise NodeInconsistent(f"{self._rpc.endpoint}: has no block {height} any more")
+        ref = parse_block_ref(raw, self._rpc.endpoint)[0]
+        if ref.height != height:
+            raise NodeInconsistent(f"{self._rpc.endpoint}: asked for block {height}, got {ref}")
+        return ref
+
+    def _reconcile(self, tip: BlockRef | None) -> None:
+        """Blocks recorded above the checkpoint were published by a run that died before moving
+        the checkpoint: retract those the node no longer has."""
+        floor = tip.height if tip is not None else -1
+        above = [r for r, _ in self._store.recent_blocks(self.chain.name, 8) if r.height > floor]
+        stale = [ref for ref in above if self._node_block(ref.height) != ref]
+        self._disconnect(stale)
+
+    def _rewind(self, tip: BlockRef) -> None:
+        """Find the last block we processed that the node still has; retract those after it.
+
+        Nothing is published until the fork point is found, so a reorg too deep to locate
+        leaves the store and the bus as they were.
+        """
         recent = self._store.recent_blocks(self.chain.name, self._max_reorg_depth)
+        stale: list[BlockRef] = []
+        fork: BlockRef | None = None
         for ref, _parent in recent:
             if self._node_block(ref.height) == ref:
-                self._store.set_checkpoint(self.chain.name, ref)
-                log.warning("%s: reorg, fork point at height %d", self.chain.name, ref.height)
-                return
-            self._publish([BlockDisconnected(self.chain.name, ref)])
-            self._store.orphan_block(self.chain.name, ref)
-        if recent and len(recent) < self._max_reorg_depth and recent[-1][0].height > 0:
-            # Every block since the watch began was replaced: resume from the node's block just
-            # below the first one we processed, which we never published anything about.
-            below = self._node_block(recent[-1][0].height - 1)
-            if below is not None:
-                self._store.set_checkpoint(self.chain.name, below)
-                return
-        raise ReorgTooDeep(
-            f"{self.chain.name}: no common block with the node within the last "
-            f"{self._max_reorg_depth} blocks: stop, check the node, then backfill"
+                fork = ref
+                break
+            stale.append(ref)
+        if fork is None and recent and len(recent) < self._max_reorg_depth:
+            # Every block since the watch began was replaced: resume from the node's block
+            # just below the first one we processed, which we never published anything about.
+            lowest = recent[-1][0].height
+            if lowest > 0:
+                fork = self._node_block(lowest - 1)
+        if fork is None:
+            raise ReorgTooDeep(
+                f"{self.chain.name}: the node shares none of the last {len(recent)} blocks "
+                "drainwatch processed. Nothing was retracted. Check that every endpoint is on "
+                "the right network and synced; drainwatch will not continue past a fork it "
+                "cannot locate."
+            )
+        if not stale:
+            raise NodeInconsistent(
+                f"{self._rpc.endpoint}: block {tip.height + 1} does not build on block "
+                f"{tip.height}, which the node still reports (backends that disagree?)"
+            )
+        self.reorgs += 1
+        log.warning(
+            "%s: reorg of %d block(s), fork at %d", self.chain.name, len(stale), fork.height
         )
+        self._disconnect(stale)
+        self._store.set_checkpoint(self.chain.name, fork)
 
-    def _node_block(self, height: int) -> BlockRef | None:
-        raw = self._rpc.call("eth_getBlockByNumber", [hex(height), False])
-        return None if raw is None else parse_block_ref(raw, self._rpc.endpoint)[0]
+    def _disconnect(self, stale: list[BlockRef]) -> None:
+        if not stale:
+            return
+        # Published before the store forgets the blocks: a crash in between re-detects them.
+        self._publish([BlockDisconnected(self.chain.name, ref) for ref in stale])
+        for ref in stale:
+            self._store.orphan_block(self.chain.name, ref)

@@ -117,6 +117,7 @@ def _parse_tx(raw: Any, endpoint: str, method: str, i: int) -> EvmTx:
 class Receipt:
     succeeded: bool
     contract_address: str | None
+    block_hash: str
 
 
 def parse_receipt(raw: Any, endpoint: str = "node") -> Receipt:
@@ -127,12 +128,13 @@ def parse_receipt(raw: Any, endpoint: str = "node") -> Receipt:
     """
     r = _Reader(raw, endpoint, "eth_getTransactionReceipt", "receipt")
     contract = r.address("contractAddress", optional=True)
+    block_hash = r.hash("blockHash")
     if r.raw.get("status") is None:
-        return Receipt(True, contract)
+        return Receipt(True, contract, block_hash)
     status = r.quantity("status")
     if status not in (0, 1):
         raise r.fail("status", f"is neither 0x0 nor 0x1: {status}")
-    return Receipt(status == 1, contract)
+    return Receipt(status == 1, contract, block_hash)
 
 
 def touching(block: EvmBlock, watched: frozenset[str]) -> list[EvmTx]:

@@ -21,23 +21,20 @@ down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-AMOUNT = sa.Numeric(78, 0).with_variant(sa.String(78), "sqlite")
+AMOUNT = sa.Numeric(78, 0).with_variant(sa.Text(), "sqlite")
 TIME = sa.DateTime(timezone=True)
 ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-CHAIN = sa.String(64)
-HASH = sa.String(130)
-ADDRESS = sa.String(130)
-NAME = sa.String(200)
-ENUM = sa.String(16)
+#: Every string is unbounded text: SQLite would not enforce a VARCHAR length, PostgreSQL would.
+TEXT = sa.Text()
 
 
 def upgrade() -> None:
     op.create_table(
         "blocks",
-        sa.Column("chain", CHAIN, nullable=False),
-        sa.Column("hash", HASH, nullable=False),
+        sa.Column("chain", TEXT, nullable=False),
+        sa.Column("hash", TEXT, nullable=False),
         sa.Column("height", sa.BigInteger(), nullable=False),
-        sa.Column("parent_hash", HASH, nullable=False),
+        sa.Column("parent_hash", TEXT, nullable=False),
         sa.Column("block_time", TIME, nullable=False),
         sa.Column("orphaned", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("chain", "hash"),
@@ -46,9 +43,9 @@ def upgrade() -> None:
     _create_transfers()
     op.create_table(
         "checkpoints",
-        sa.Column("chain", CHAIN, nullable=False),
+        sa.Column("chain", TEXT, nullable=False),
         sa.Column("height", sa.BigInteger(), nullable=False),
-        sa.Column("hash", HASH, nullable=False),
+        sa.Column("hash", TEXT, nullable=False),
         sa.PrimaryKeyConstraint("chain"),
     )
     _create_alerts()
@@ -58,20 +55,20 @@ def upgrade() -> None:
 def _create_transfers() -> None:
     op.create_table(
         "transfers",
-        sa.Column("chain", CHAIN, nullable=False),
-        sa.Column("tx_hash", HASH, nullable=False),
-        sa.Column("tx_index", sa.String(100), nullable=False),
+        sa.Column("chain", TEXT, nullable=False),
+        sa.Column("tx_hash", TEXT, nullable=False),
+        sa.Column("tx_index", TEXT, nullable=False),
         sa.Column("position", sa.BigInteger(), nullable=False),
-        sa.Column("from_address", ADDRESS, nullable=False),
-        sa.Column("to_address", ADDRESS, nullable=False),
-        sa.Column("from_lower", ADDRESS, nullable=False),
-        sa.Column("to_lower", ADDRESS, nullable=False),
-        sa.Column("asset", ADDRESS, nullable=False),
+        sa.Column("from_address", TEXT, nullable=False),
+        sa.Column("to_address", TEXT, nullable=False),
+        sa.Column("from_lower", TEXT, nullable=False),
+        sa.Column("to_lower", TEXT, nullable=False),
+        sa.Column("asset", TEXT, nullable=False),
         sa.Column("amount", AMOUNT, nullable=False),
-        sa.Column("kind", ENUM, nullable=False),
-        sa.Column("status", ENUM, nullable=False),
+        sa.Column("kind", TEXT, nullable=False),
+        sa.Column("status", TEXT, nullable=False),
         sa.Column("block_height", sa.BigInteger(), nullable=True),
-        sa.Column("block_hash", HASH, nullable=True),
+        sa.Column("block_hash", TEXT, nullable=True),
         sa.Column("block_time", TIME, nullable=True),
         sa.PrimaryKeyConstraint("chain", "tx_hash", "tx_index"),
     )
@@ -84,50 +81,51 @@ def _create_transfers() -> None:
 def _create_alerts() -> None:
     op.create_table(
         "alerts",
-        sa.Column("id", NAME, nullable=False),
-        sa.Column("rule_id", NAME, nullable=False),
-        sa.Column("severity", ENUM, nullable=False),
-        sa.Column("state", ENUM, nullable=False),
-        sa.Column("chain", CHAIN, nullable=False),
-        sa.Column("wallet", NAME, nullable=False),
-        sa.Column("subject_0", NAME, nullable=False),
-        sa.Column("subject_1", NAME, nullable=False),
-        sa.Column("subject_2", NAME, nullable=False),
+        sa.Column("id", TEXT, nullable=False),
+        sa.Column("rule_id", TEXT, nullable=False),
+        sa.Column("severity", TEXT, nullable=False),
+        sa.Column("state", TEXT, nullable=False),
+        sa.Column("chain", TEXT, nullable=False),
+        sa.Column("wallet", TEXT, nullable=False),
+        sa.Column("subject_0", TEXT, nullable=False),
+        sa.Column("subject_1", TEXT, nullable=False),
+        sa.Column("subject_2", TEXT, nullable=False),
         sa.Column("raised_at", TIME, nullable=False),
-        sa.Column("tx_hash", HASH, nullable=True),
+        sa.Column("tx_hash", TEXT, nullable=True),
         sa.Column("block_height", sa.BigInteger(), nullable=True),
-        sa.Column("block_hash", HASH, nullable=True),
-        sa.Column("asset", ADDRESS, nullable=True),
+        sa.Column("block_hash", TEXT, nullable=True),
+        sa.Column("asset", TEXT, nullable=True),
         sa.Column("amount", AMOUNT, nullable=True),
-        sa.Column("counterparty", ADDRESS, nullable=True),
+        sa.Column("counterparty", TEXT, nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_alerts_raised_at", "alerts", ["raised_at"])
+    op.create_index("ix_alerts_block", "alerts", ["chain", "block_hash"])
 
 
 def _create_incidents() -> None:
     op.create_table(
         "incidents",
-        sa.Column("id", NAME, nullable=False),
-        sa.Column("title", sa.String(500), nullable=False),
+        sa.Column("id", TEXT, nullable=False),
+        sa.Column("title", TEXT, nullable=False),
         sa.Column("opened_at", TIME, nullable=False),
-        sa.Column("status", ENUM, nullable=False),
+        sa.Column("status", TEXT, nullable=False),
         sa.Column("closed_at", TIME, nullable=True),
-        sa.Column("from_alert", NAME, nullable=True),
+        sa.Column("from_alert", TEXT, nullable=True),
         sa.Column("exercise", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
         "timeline_entries",
         sa.Column("id", ROW_ID, autoincrement=True, nullable=False),
-        sa.Column("incident_id", NAME, nullable=False),
+        sa.Column("incident_id", TEXT, nullable=False),
         sa.Column("at", TIME, nullable=False),
-        sa.Column("digest", sa.String(64), nullable=False),
-        sa.Column("kind", ENUM, nullable=False),
-        sa.Column("text", sa.Text(), nullable=False),
-        sa.Column("actor", NAME, nullable=True),
-        sa.Column("section", NAME, nullable=True),
-        sa.Column("ref", sa.String(500), nullable=True),
+        sa.Column("digest", TEXT, nullable=False),
+        sa.Column("kind", TEXT, nullable=False),
+        sa.Column("text", TEXT, nullable=False),
+        sa.Column("actor", TEXT, nullable=True),
+        sa.Column("section", TEXT, nullable=True),
+        sa.Column("ref", TEXT, nullable=True),
         sa.ForeignKeyConstraint(["incident_id"], ["incidents.id"]),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("incident_id", "at", "digest", name="uq_timeline_entries_key"),
