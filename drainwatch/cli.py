@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Warnings (a node without traces, an endpoint that failed over) reach the operator on
+    # stderr; nothing below WARNING unless the environment asks for it elsewhere.
+    logging.basicConfig(level=logging.WARNING, format="drainwatch: %(message)s")
     try:
         args = build_parser().parse_args(argv)
         return _dispatch(args)

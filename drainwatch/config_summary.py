@@ -51,17 +51,19 @@ def unenforced(settings: Settings) -> list[tuple[str, str]]:
     """What the config sets up that this version validates but does not act on yet, as
     ``(English, Japanese)`` pairs; only what the given config uses, ``[]`` when nothing."""
     out: list[tuple[str, str]] = []
-    for name, chain in settings.chains.items():
-        if chain.kind is ChainKind.EVM and chain.tokens:
-            symbols = ", ".join(t.symbol for t in chain.tokens)
-            out.append(
-                (
-                    f"tokens on {name} ({symbols}): token transfers are watched from issue #3 "
-                    f"(only {chain.native_symbol} transfers now)",
-                    f"{name} のトークン（{symbols}）: トークン送金の監視は issue #3 から"
-                    f"（現在は {chain.native_symbol} の送金のみ）",
-                )
+    evm = [name for name, c in settings.chains.items() if c.kind is ChainKind.EVM]
+    if evm:
+        names = ", ".join(evm)
+        out.append(
+            (
+                f"EVM chains ({names}): wallet-configuration changes (token approvals, multisig "
+                "owners and threshold, proxy implementation) and pending (mempool) transactions "
+                "are watched from issue #3; native, internal and token transfers are watched now",
+                f"EVM チェーン（{names}）: ウォレット構成の変更（トークン承認、マルチシグの署名者・"
+                "閾値、プロキシ実装）と未承認（メモリプール）取引の監視は issue #3 から。"
+                "ネイティブ・内部・トークン送金は監視済み",
             )
+        )
     kinds = sorted({c.kind for c in settings.alerts.channels if c.kind != "console"})
     if kinds:
         which = "/".join(kinds)

@@ -18,12 +18,14 @@ from typing import Any
 
 from alerts.console import ConsoleSink
 from drainwatch.config import load_config
+from drainwatch.drill_contracts import EMITTER_INITCODE
 from drainwatch.errors import UsageError
 from drainwatch.model import Alert, Severity
 from drainwatch.units import format_amount
 from drainwatch.wiring import App, Pipeline, build_app, build_pipeline
 
 ETH = 10**18
+USD = 10**6  # the drill stablecoin has 6 decimals
 CHAIN = "ethereum-drill"
 CONFIRMATIONS = 2
 
@@ -49,6 +51,10 @@ chains:
     confirmations: {confirmations}
     native_symbol: ETH
     native_decimals: 18
+    # The drill's stablecoin: any token moving to or from a watched wallet is watched; listing
+    # it here gives it a name and decimals for display.
+    tokens:
+      - {{symbol: DUSD, contract: "{token}", decimals: 6}}
 wallets:
   eth-hot:
     chain: {chain}
@@ -78,6 +84,7 @@ class DrillActors:
     cold: str
     customers: list[str]
     attacker: str
+    token: str
 
 
 @dataclass
@@ -85,6 +92,8 @@ class DrillResult:
     alerts: list[Alert] = field(default_factory=list)
     drain_tx: str = ""
     drain_amount: int = 0
+    token_drain_tx: str = ""
+    token_drain_amount: int = 0
     detection_seconds: float | None = None
     transfers: int = 0
 
@@ -124,7 +133,10 @@ def run_drill(out: Path, lang: str, seed: int) -> int:
     tester = EthereumTester(PyEVMBackend())
     rpc = EthTesterRpc(tester)
     accounts = tester.get_accounts()
-    actors = DrillActors(accounts[0], accounts[1], accounts[2], list(accounts[3:8]), accounts[9])
+    token = _deploy(tester, accounts[0], EMITTER_INITCODE)
+    actors = DrillActors(
+        accounts[0], accounts[1], accounts[2], list(accounts[3:8]), accounts[9], token
+    )
     config_path = out / "drainwatch.yaml"
     config_path.write_text(
         CONFIG_TEMPLATE.format(
@@ -135,6 +147,7 @@ def run_drill(out: Path, lang: str, seed: int) -> int:
             confirmations=CONFIRMATIONS,
             hot=actors.hot,
             cold=actors.cold,
+            token=actors.token,
             lang=lang,
         ),
         encoding="utf-8",
@@ -158,6 +171,17 @@ def _send(tester: Any, sender: str, to: str, value: int) -> str:
     return str(tester.send_transaction({"from": sender, "to": to, "value": value, "gas": 21000}))
 
 
+def _deploy(tester: Any, sender: str, initcode: str) -> str:
+    tx = tester.send_transaction({"from": sender, "data": initcode, "gas": 200_000})
+    return str(tester.get_transaction_receipt(tx)["contract_address"])
+
+
+def _send_token(tester: Any, token: str, sender: str, to: str, amount: int) -> str:
+    data = "0x" + to.lower().removeprefix("0x").rjust(64, "0") + f"{amount:064x}"
+    tx = {"from": sender, "to": token, "value": 0, "data": data, "gas": 60_000}
+    return str(tester.send_transaction(tx))
+
+
 def _settle(tester: Any, pipeline: Pipeline) -> None:
     """Mine past the confirmation depth and let the pipeline catch up."""
     tester.mine_blocks(CONFIRMATIONS - 1)  # the transfer's own block is the first confirmation
@@ -177,12 +201,15 @@ def _play(
     _send(tester, actors.funder, actors.cold, 5_000 * ETH)
     for customer in actors.customers:
         _send(tester, actors.funder, customer, 100 * ETH)
+    _send_token(tester, actors.token, actors.funder, actors.cold, 3_000_000 * USD)
     for _ in range(12):
         customer = rng.choice(actors.customers)
         if rng.random() < 0.5:
             _send(tester, customer, actors.hot, rng.randint(1, 20) * ETH // 10)
+            _send_token(tester, actors.token, customer, actors.hot, rng.randint(1, 900) * USD)
         else:
             _send(tester, actors.hot, customer, rng.randint(1, 50) * ETH // 10)
+            _send_token(tester, actors.token, actors.hot, customer, rng.randint(1, 500) * USD)
         pipeline.run_once()
     _send(tester, actors.hot, actors.cold, 200 * ETH)  # the daily sweep to cold
     _settle(tester, pipeline)
@@ -198,6 +225,10 @@ def _play(
     result.drain_amount = 4_800 * ETH
     result.drain_tx = _send(tester, actors.cold, actors.attacker, result.drain_amount)
     mined_at = time.monotonic()
+    result.token_drain_amount = 2_500_000 * USD
+    result.token_drain_tx = _send_token(
+        tester, actors.token, actors.cold, actors.attacker, result.token_drain_amount
+    )
     _settle(tester, pipeline)
     result.alerts = list(sink.alerts)
     drain_alerts = [a for a in sink.alerts if a.tx_hash == result.drain_tx]
@@ -207,12 +238,19 @@ def _play(
 
 
 def _summary(app: App, result: DrillResult, config_path: Path, db_path: Path, lang: str) -> int:
-    drain = [a for a in result.alerts if a.tx_hash == result.drain_tx]
-    critical = [a for a in drain if a.severity is Severity.CRITICAL]
-    amount = format_amount(result.drain_amount, 18)
+    drains = {result.drain_tx: "ETH", result.token_drain_tx: "DUSD"}
+    detected = {
+        a.tx_hash for a in result.alerts if a.tx_hash in drains and a.severity is Severity.CRITICAL
+    }
+    eth = format_amount(result.drain_amount, 18)
+    usd = format_amount(result.token_drain_amount, 6)
     print()
     _say(lang, "== 訓練の結果 ==", "== Drill summary ==")
-    _say(lang, f"流出額: {amount} ETH（取引 {result.drain_tx}）", f"Drained: {amount} ETH")
+    _say(
+        lang,
+        f"流出額: {eth} ETH（取引 {result.drain_tx}）、{usd} DUSD（取引 {result.token_drain_tx}）",
+        f"Drained: {eth} ETH (tx {result.drain_tx}), {usd} DUSD (tx {result.token_drain_tx})",
+    )
     _say(
         lang,
         f"記録された送金: {result.transfers} 件 / アラート: {len(result.alerts)} 件",
@@ -231,12 +269,14 @@ def _summary(app: App, result: DrillResult, config_path: Path, db_path: Path, la
     _say(
         lang, f"設定: {config_path}  ストア: {db_path}", f"Config: {config_path}  store: {db_path}"
     )
-    if not critical:
+    missed = [asset for tx, asset in drains.items() if tx not in detected]
+    if missed:
+        which = ", ".join(missed)
         _say(
             lang,
-            "失敗: コールドウォレットの流出が検知されませんでした",
-            "FAILED: the cold-wallet drain was not detected",
+            f"失敗: コールドウォレットからの流出（{which}）が検知されませんでした",
+            f"FAILED: the cold-wallet drain ({which}) was not detected",
         )
         return 1
-    _say(lang, "成功: 流出を検知しました", "OK: the drain was detected")
+    _say(lang, "成功: すべての流出を検知しました", "OK: every drain was detected")
     return 0

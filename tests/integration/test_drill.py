@@ -23,8 +23,11 @@ def test_drill_detects_the_cold_wallet_drain(
     block = re.search(r"block (\d+) \((0x[0-9a-f]{64})\)", alert)
     assert tx and block
     assert "【重大】コールドウォレットからの送金" in out
-    assert out.count("[CRITICAL]") == 1  # normal life raised nothing critical
-    summary = "成功: 流出を検知しました" if lang == "ja" else "OK: the drain was detected"
+    # The token drain (an ERC-20 Transfer log) is alerted as well, in the token's own units.
+    token_alert = alert[alert.index("[CRITICAL]", 1) :]
+    assert "2,500,000 DUSD" in token_alert and "eth-cold" in token_alert
+    assert out.count("[CRITICAL]") == 2  # normal life raised nothing critical
+    summary = "成功: すべての流出を検知しました" if lang == "ja" else "OK: every drain was detected"
     assert summary in out
 
     # The generated config is a normal config, and the store holds what was reported.
@@ -41,4 +44,4 @@ def test_a_second_drill_starts_from_an_empty_store(
     assert main(["drill", "--out", str(tmp_path), "--seed", "7"]) == 0
     capsys.readouterr()
     assert main(["alerts", str(tmp_path / "drainwatch.yaml"), "--json"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 1
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2

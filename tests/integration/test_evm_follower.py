@@ -13,13 +13,14 @@ import pytest
 from alerts.rules import RulePolicy, WalletBook
 from drainwatch import codec
 from drainwatch.bus.inprocess import InProcessBus
-from drainwatch.errors import ConfigError
+from drainwatch.drill_contracts import EMITTER_INITCODE, FORWARDER_INITCODE
+from drainwatch.errors import ConfigError, RpcError
 from drainwatch.events import BlockConnected, BlockDisconnected, Event, TransferSeen
-from drainwatch.model import Chain, ChainKind, TransferStatus
+from drainwatch.model import Chain, ChainKind, TransferKind, TransferStatus
 from drainwatch.ports import JsonRpc, Message, Store
 from drainwatch.processor import Processor
 from drainwatch.store import open_store
-from tests.fixtures.evm_nodes import EvmNode
+from tests.fixtures.evm_nodes import AnvilNode, EvmNode
 from watchers.evm.follower import EvmFollower, NodeInconsistent, ReorgTooDeep, chain_id_check
 from watchers.jsonrpc import FailoverRpc, HttpJsonRpc
 
@@ -271,3 +272,76 @@ def test_an_endpoint_on_another_chain_is_refused(anvil_url: str) -> None:
     assert err.value.path == "chains.ethereum.chain_id" and "31337" in str(err.value)
     ok = FailoverRpc([HttpJsonRpc(anvil_url)], verify=chain_id_check("dev", 31337))
     assert int(ok.call("eth_blockNumber", []), 16) >= 0
+
+
+def test_token_and_internal_transfers_of_watched_wallets(evm_node: EvmNode, store: Store) -> None:
+    """A token drain from the cold wallet (an ERC-20 Transfer log) and a contract wallet that
+    moves ETH by an internal call (only traces show it) both come out, with their positions."""
+    rig = Rig(evm_node, store)
+    token = evm_node.deploy(EMITTER_INITCODE)
+    contract_wallet = evm_node.deploy(FORWARDER_INITCODE)  # a watched wallet that is a contract
+    rig.start = evm_node.head() + 1
+    drain = evm_node.token_transfer(token, rig.cold, rig.attacker, 2**200 + 7)
+    moved = evm_node.forward(contract_wallet, rig.outsider, rig.attacker, 3 * ETH)
+    notices: list[str] = []
+    follower = EvmFollower(
+        rig.chain,
+        evm_node.rpc,
+        store,
+        rig.bus,
+        TOPIC,
+        [rig.hot, rig.cold, contract_wallet],
+        start_height=rig.start,
+        notice=notices.append,  # what the operator is told
+    )
+    follower.step()
+    follower.step()  # a second pass says nothing twice
+    seen = [e.transfer for e in rig.events() if isinstance(e, TransferSeen)]
+    by_kind = {(t.kind, t.tx_hash): t for t in seen}
+    token_move = by_kind[(TransferKind.TOKEN, drain.lower())]
+    assert (token_move.from_address, token_move.to_address) == (
+        rig.cold.lower(),
+        rig.attacker.lower(),
+    )
+    assert token_move.asset == token.lower() and token_move.amount == 2**200 + 7
+    assert token_move.index.startswith("log:")
+    inflow = by_kind[(TransferKind.NATIVE, moved.lower())]
+    assert inflow.to_address == contract_wallet.lower() and inflow.amount == 3 * ETH
+    if evm_node.name == "anvil":  # anvil offers both trace dialects
+        internal = by_kind[(TransferKind.INTERNAL, moved.lower())]
+        assert (internal.from_address, internal.to_address, internal.amount, internal.index) == (
+            contract_wallet.lower(),
+            rig.attacker.lower(),
+            3 * ETH,
+            "trace:0",
+        )
+        assert notices == []
+    else:  # eth-tester has no tracing: said once, and the rest goes on
+        assert (TransferKind.INTERNAL, moved.lower()) not in by_kind
+        assert len(notices) == 1 and "NOT watched" in notices[0]
+    stored = {(t.kind, t.tx_hash) for t in store.transfers(chain="devchain")}
+    assert stored == set(by_kind)
+
+
+def test_the_trace_block_dialect_gives_the_same_internal_transfers(anvil_url: str) -> None:
+    """A node that offers only trace_block (erigon, reth, openethereum) is probed and used."""
+    from watchers.evm.extract import BlockExtractor, TraceDialect
+    from watchers.evm.mapping import parse_block
+
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    wallet = node.deploy(FORWARDER_INITCODE)
+    node.forward(wallet, node.accounts[3], node.accounts[4], 5)
+    raw = node.rpc.call("eth_getBlockByNumber", [hex(node.head()), True])
+    block = parse_block(raw)
+    geth_only = Tampered(node.rpc)
+
+    def no_geth(params: Sequence[Any], result: Any) -> Any:
+        raise RpcError("the method debug_traceBlockByNumber does not exist (-32601)")
+
+    geth_only.bend["debug_traceBlockByNumber"] = no_geth
+    parity = BlockExtractor("dev", geth_only, frozenset({wallet.lower()}))
+    geth = BlockExtractor("dev", node.rpc, frozenset({wallet.lower()}))
+    got_parity, got_geth = parity.transfers(block), geth.transfers(block)
+    assert (parity.dialect, geth.dialect) == (TraceDialect.PARITY, TraceDialect.GETH)
+    assert got_parity == got_geth and got_geth is not None
+    assert [t.amount for t in got_geth if t.kind is TransferKind.INTERNAL] == [5]

@@ -903,10 +903,11 @@ MINIMAL: dict[str, Any] = {
 def test_unenforced_lists_only_what_the_config_uses() -> None:
     from drainwatch.config_summary import unenforced
 
-    assert unenforced(load_config_text(dump(MINIMAL))) == []
+    [(only, _)] = unenforced(load_config_text(dump(MINIMAL)))
+    assert only.startswith("EVM chains (ethereum): wallet-configuration changes")
     english = [en for en, _ in unenforced(load_config_text(BASE_TEXT))]
     assert [e.split(":")[0] for e in english] == [
-        "tokens on ethereum (USDT)",
+        "EVM chains (ethereum)",
         "limits and allowlist",
         "xpubs/descriptors",
         "bitcoin chains (bitcoin)",
@@ -919,7 +920,7 @@ def test_unenforced_on_the_example_in_both_languages() -> None:
     items = unenforced(load_config(EXAMPLE))
     text = "\n".join(f"{en} / {ja}" for en, ja in items)
     for words in (
-        "tokens on ethereum (USDT, USDC)",
+        "EVM chains (ethereum): wallet-configuration changes",
         "issue #3",
         "slack/webhook channels",
         "(alerts go to the console)",
@@ -928,7 +929,7 @@ def test_unenforced_on_the_example_in_both_languages() -> None:
         "issue #4",
         "bitcoin chains (bitcoin): not followed yet",
         "labels (3 source(s)): imported from issue #6",
-        "ethereum のトークン（USDT, USDC）",
+        "EVM チェーン（ethereum）",
         "限度額・許可リスト",
         "Bitcoin チェーン",
         "ラベル",
@@ -951,5 +952,6 @@ def test_summary_ends_with_unenforced_section(capsys: pytest.CaptureFixture[str]
     assert "not yet enforced / 未対応" in out and "slack/webhook channels" in out
 
     minimal = summary_lines(load_config_text(dump(MINIMAL)))
-    assert not any("未対応" in line for line in minimal)
-    assert minimal[-1].startswith("reports / レポート")
+    assert sum("未対応" in line for line in minimal) == 1  # the heading; one item below it
+    assert minimal[-1].startswith("  - EVM chains (ethereum)")
+    assert not any("slack/webhook" in line or "xpubs" in line for line in minimal)

@@ -1,12 +1,13 @@
 """Follows one EVM chain's head at its confirmation depth and publishes what watched wallets do.
 
 For each block, in height order: fetch it, check that its parent is the block processed before
-(else rewind: a reorg), fetch receipts of the value-carrying transactions that touch a watched
-address, record the block, publish the events, flush the bus (and, on a bus that keeps nothing,
-let the processor handle them), and only then move the checkpoint. A crash anywhere re-publishes
-at most the block in hand (consumers are idempotent); no block is skipped, because the next
-height is always checkpoint + 1. A node that contradicts itself (backends behind a load balancer
-that disagree) is a ``NodeInconsistent`` error, retried later: never a reason to retract.
+(else rewind: a reorg), extract what touches a watched address (native, internal and token
+transfers: ``extract``), record the block, publish the events, flush the bus (and, on a bus
+that keeps nothing, let the processor handle them), and only then move the checkpoint. A crash
+anywhere re-publishes at most the block in hand (consumers are idempotent); no block is skipped,
+because the next height is always checkpoint + 1. A node that contradicts itself (backends
+behind a load balancer that disagree) is a ``NodeInconsistent`` error, retried later: never a
+reason to retract.
 """
 
 from __future__ import annotations
@@ -19,16 +20,8 @@ from drainwatch.errors import ConfigError, DrainwatchError, RetriableRpcError
 from drainwatch.events import BlockConnected, BlockDisconnected, Event, TransferSeen
 from drainwatch.model import BlockRef, Chain
 from drainwatch.ports import EventBus, JsonRpc, Store
-from watchers.evm.mapping import (
-    EvmBlock,
-    EvmTx,
-    Receipt,
-    native_transfers,
-    parse_block,
-    parse_block_ref,
-    parse_receipt,
-    touching,
-)
+from watchers.evm.extract import BlockExtractor
+from watchers.evm.mapping import EvmBlock, parse_block, parse_block_ref
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +62,7 @@ class EvmFollower:
         start_height: int | None = None,
         max_reorg_depth: int = 128,
         after_publish: Callable[[], object] | None = None,
+        notice: Callable[[str], None] = log.warning,
     ) -> None:
         self.chain = chain
         self._rpc = rpc
@@ -79,6 +73,7 @@ class EvmFollower:
         self._start_height = start_height
         self._max_reorg_depth = max_reorg_depth
         self._after_publish = after_publish
+        self._extractor = BlockExtractor(chain.name, rpc, self._watched, notice=notice)
         self.reorgs = 0
 
     def node_head(self) -> int:
@@ -130,18 +125,10 @@ class EvmFollower:
         return block
 
     def _process(self, block: EvmBlock) -> bool:
-        """Publish one block's events; False when a receipt is not available yet."""
-        outcomes: list[tuple[EvmTx, Receipt]] = []
-        for tx in touching(block, self._watched):
-            raw = self._rpc.call("eth_getTransactionReceipt", [tx.hash])
-            receipt = None if raw is None else parse_receipt(raw, self._rpc.endpoint)
-            if receipt is None or receipt.block_hash != block.ref.hash:
-                # The receipt is missing or from another block: the node has moved on or is
-                # behind. Try the whole block again on the next step.
-                log.warning("%s: receipt of %s not ready in block %d", *self._where(tx.hash, block))
-                return False
-            outcomes.append((tx, receipt))
-        transfers = native_transfers(self.chain.name, block, outcomes)
+        """Publish one block's events; False when the node cannot give all of them yet."""
+        transfers = self._extractor.transfers(block)
+        if transfers is None:
+            return False  # a receipt is missing or from another block: the whole block later
         events: list[Event] = [TransferSeen(t) for t in transfers]
         # The block's own event comes last: a consumer that has handled it has the whole block.
         events.append(BlockConnected(self.chain.name, block.ref, block.parent_hash, block.time))
@@ -153,9 +140,6 @@ class EvmFollower:
         if block.ref.height % 1000 == 0:
             log.info("%s: processed block %d", self.chain.name, block.ref.height)
         return True
-
-    def _where(self, tx_hash: str, block: EvmBlock) -> tuple[str, str, int]:
-        return self.chain.name, tx_hash, block.ref.height
 
     def _publish(self, events: list[Event]) -> None:
         for event in events:

@@ -44,7 +44,7 @@ class EvmBlock:
     transactions: tuple[EvmTx, ...]
 
 
-class _Reader:
+class RawReader:
     """Field access on one raw object that names the field and the method in every error."""
 
     def __init__(self, raw: Any, endpoint: str, method: str, where: str) -> None:
@@ -80,7 +80,7 @@ class _Reader:
 def parse_block(raw: Any, endpoint: str = "node") -> EvmBlock:
     """An ``eth_getBlockByNumber(..., true)`` result (full transaction objects)."""
     method = "eth_getBlockByNumber"
-    r = _Reader(raw, endpoint, method, "block")
+    r = RawReader(raw, endpoint, method, "block")
     ref = BlockRef(height=r.quantity("number"), hash=r.hash("hash"))
     txs_raw = r.raw.get("transactions")
     if not isinstance(txs_raw, list):
@@ -96,12 +96,12 @@ def parse_block(raw: Any, endpoint: str = "node") -> EvmBlock:
 
 def parse_block_ref(raw: Any, endpoint: str = "node") -> tuple[BlockRef, str]:
     """Height, hash and parent hash of any block object (with or without full transactions)."""
-    r = _Reader(raw, endpoint, "eth_getBlockByNumber", "block")
+    r = RawReader(raw, endpoint, "eth_getBlockByNumber", "block")
     return BlockRef(height=r.quantity("number"), hash=r.hash("hash")), r.hash("parentHash")
 
 
 def _parse_tx(raw: Any, endpoint: str, method: str, i: int) -> EvmTx:
-    r = _Reader(raw, endpoint, method, f"block.transactions[{i}]")
+    r = RawReader(raw, endpoint, method, f"block.transactions[{i}]")
     from_address = r.address("from")
     assert from_address is not None
     return EvmTx(
@@ -126,7 +126,7 @@ def parse_receipt(raw: Any, endpoint: str = "node") -> Receipt:
     Receipts from before Byzantium (2017) carry no status: their transactions are taken as
     succeeded, since the receipt alone cannot tell a failed one apart.
     """
-    r = _Reader(raw, endpoint, "eth_getTransactionReceipt", "receipt")
+    r = RawReader(raw, endpoint, "eth_getTransactionReceipt", "receipt")
     contract = r.address("contractAddress", optional=True)
     block_hash = r.hash("blockHash")
     if r.raw.get("status") is None:

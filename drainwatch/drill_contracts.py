@@ -1,0 +1,31 @@
+"""Tiny contracts for the drill and the tests, assembled by hand (no compiler needed).
+
+They are deliberately minimal: a watcher reads what a contract *does* on chain (its logs, its
+internal calls), not what its source says, so a contract that does exactly that one thing is a
+faithful stand-in for a token or a contract wallet.
+"""
+
+from __future__ import annotations
+
+# Runtime code PUSH1 0 PUSH1 0 REVERT behind a constructor that returns it: every call reverts.
+REVERTER_INITCODE = "0x6460006000fd6000526005601bf3"
+
+TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+
+
+def _initcode(runtime: str) -> str:
+    """A constructor that returns ``runtime``: PUSH1 len DUP1 PUSH1 11 PUSH1 0 CODECOPY
+    PUSH1 0 RETURN (11 bytes, hence the code offset 11)."""
+    size = len(runtime) // 2
+    return f"0x60{size:02x}80600b6000396000f3{runtime}"
+
+
+# A minimal "token": calldata (to, amount) emits the ERC-20 Transfer(caller, to, amount) log.
+# No balances: the watcher only reads logs. MSTORE(0, amount); LOG3(0, 32, T, caller, to).
+EMITTER_INITCODE = _initcode(
+    "602035600052" + "600035" + "33" + "7f" + TRANSFER_TOPIC + "60206000a300"
+)
+
+# Forwards its call value to the address in calldata: CALL(gas, to, callvalue, 0, 0, 0, 0),
+# an internal transfer that only traces show.
+FORWARDER_INITCODE = _initcode("600060006000600034600035" + "5af100")

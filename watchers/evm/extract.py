@@ -1,0 +1,132 @@
+"""Everything value-moving in one EVM block that touches a watched address, from one node.
+
+Three sources, each read once per block: transactions and their receipts (native value of
+succeeded transactions), call traces (value moved by contracts: internal transfers) and
+``Transfer`` / ``TransferSingle`` / ``TransferBatch`` logs (ERC-20, ERC-721, ERC-1155). Which
+trace dialect the node speaks is probed once; a node with neither is reported once, loudly, and
+followed without internal transfers. The pure mapping lives in ``mapping``, ``traces`` and
+``logs``; this module only asks the node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+from drainwatch.errors import RetriableRpcError, RpcError
+from drainwatch.model import Transfer
+from drainwatch.ports import JsonRpc
+from watchers.evm.logs import TRANSFER_TOPICS, parse_logs, token_transfers
+from watchers.evm.mapping import EvmBlock, EvmTx, Receipt, native_transfers, parse_receipt, touching
+from watchers.evm.traces import (
+    internal_transfers_from_call_tracer,
+    internal_transfers_from_trace_block,
+)
+
+log = logging.getLogger(__name__)
+
+
+class TraceDialect(StrEnum):
+    GETH = "debug_traceBlockByNumber"
+    PARITY = "trace_block"
+    NONE = "none"
+
+
+class BlockExtractor:
+    def __init__(
+        self,
+        chain: str,
+        rpc: JsonRpc,
+        watched: frozenset[str],
+        *,
+        notice: Callable[[str], None] = log.warning,
+    ) -> None:
+        self.chain = chain
+        self._rpc = rpc
+        self._watched = watched
+        self._notice = notice
+        self.dialect: TraceDialect | None = None  # probed on the first block
+        self.nonstandard_logs = 0
+
+    def transfers(self, block: EvmBlock) -> list[Transfer] | None:
+        """The block's transfers touching watched addresses; None while a receipt is missing
+        or belongs to another block (the node is behind or has moved on: ask again later)."""
+        native = self._native(block)
+        if native is None:
+            return None
+        return native + self._internal(block) + self._tokens(block)
+
+    def _native(self, block: EvmBlock) -> list[Transfer] | None:
+        outcomes: list[tuple[EvmTx, Receipt]] = []
+        for tx in touching(block, self._watched):
+            raw = self._rpc.call("eth_getTransactionReceipt", [tx.hash])
+            receipt = None if raw is None else parse_receipt(raw, self._rpc.endpoint)
+            if receipt is None or receipt.block_hash != block.ref.hash:
+                log.warning(
+                    "%s: receipt of %s not ready for block %d",
+                    self.chain,
+                    tx.hash,
+                    block.ref.height,
+                )
+                return None
+            outcomes.append((tx, receipt))
+        return native_transfers(self.chain, block, outcomes)
+
+    def _internal(self, block: EvmBlock) -> list[Transfer]:
+        if not block.transactions:
+            return []
+        if self.dialect is None:
+            self.dialect, raw = self._probe(block)
+        elif self.dialect is TraceDialect.NONE:
+            return []
+        else:
+            raw = self._trace(self.dialect, block)
+        if self.dialect is TraceDialect.GETH:
+            hashes = [tx.hash for tx in block.transactions]
+            found = internal_transfers_from_call_tracer(
+                self.chain, block.ref, block.time, hashes, raw, self._rpc.endpoint
+            )
+        elif self.dialect is TraceDialect.PARITY:
+            found = internal_transfers_from_trace_block(
+                self.chain, block.ref, block.time, raw, self._rpc.endpoint
+            )
+        else:
+            return []
+        return [t for t in found if self._touches(t)]
+
+    def _probe(self, block: EvmBlock) -> tuple[TraceDialect, Any]:
+        for dialect in (TraceDialect.GETH, TraceDialect.PARITY):
+            try:
+                return dialect, self._trace(dialect, block)
+            except RetriableRpcError:
+                raise  # the node is down or busy: that says nothing about what it offers
+            except RpcError as exc:
+                log.info("%s: %s not offered: %s", self.chain, dialect, exc)
+        self._notice(
+            f"{self.chain}: the node offers neither debug_traceBlockByNumber nor trace_block: "
+            "value moved by contracts (internal transfers) is NOT watched on this chain / "
+            f"{self.chain}: ノードがトレース API を提供していないため、コントラクト経由の内部送金は"
+            "監視されません"
+        )
+        return TraceDialect.NONE, None
+
+    def _trace(self, dialect: TraceDialect, block: EvmBlock) -> Any:
+        number = hex(block.ref.height)
+        if dialect is TraceDialect.GETH:
+            return self._rpc.call(dialect.value, [number, {"tracer": "callTracer"}])
+        return self._rpc.call(dialect.value, [number])
+
+    def _tokens(self, block: EvmBlock) -> list[Transfer]:
+        # By block hash: the logs of exactly this block, whatever a reorg does meanwhile.
+        query = {"blockHash": block.ref.hash, "topics": [list(TRANSFER_TOPICS)]}
+        logs = parse_logs(self._rpc.call("eth_getLogs", [query]), self._rpc.endpoint)
+        found = token_transfers(
+            self.chain, block.ref, block.time, logs, self._watched, self._rpc.endpoint
+        )
+        self.nonstandard_logs += len(found.nonstandard)
+        return list(found.transfers)
+
+    def _touches(self, t: Transfer) -> bool:
+        return t.from_address in self._watched or t.to_address in self._watched
