@@ -146,6 +146,14 @@ def refuse_values(doc: YamlDocument) -> None:
         kind = keymaterial.classify(value, descriptor=not is_key and _is_descriptor(path))
         if kind is not None:
             raise ConfigError(where, _reason(kind), line)
+    for path in _big_numbers(doc.data, ()):
+        raise ConfigError(
+            _safe_path(path),
+            "a number this large (128 bits or more) may be a private key written as a YAML "
+            "integer (hex, decimal or with underscores); no setting takes one. The value is "
+            "not shown / 128 ビット以上の数値は秘密鍵の可能性があるため拒否します",
+            doc.line_of(path),
+        )
     for path, items in _string_lists(doc.data, ()):
         if keymaterial.classify_words(items):
             raise ConfigError(_safe_path(path), _reason(keymaterial.SEED), doc.line_of(path))
@@ -173,6 +181,21 @@ def _strings(node: object, path: FieldPath) -> Iterator[tuple[FieldPath, str, bo
             yield from _strings(item, (*path, i))
     elif isinstance(node, str):
         yield path, node, False
+
+
+def _big_numbers(node: object, path: FieldPath) -> Iterator[FieldPath]:
+    """Integers of 128 bits or more, keys included: no setting needs one, and a private key
+    written as a YAML integer (``0x1f_1f…``, ``!!int``, 77 decimal digits) would otherwise slip
+    past every text pattern."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _big_numbers(key, (*path, str(key)))
+            yield from _big_numbers(value, (*path, key))
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _big_numbers(item, (*path, i))
+    elif isinstance(node, int) and not isinstance(node, bool) and abs(node) >= 2**128:
+        yield path
 
 
 def _string_lists(node: object, path: FieldPath) -> Iterator[tuple[FieldPath, list[str]]]:

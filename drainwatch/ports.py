@@ -37,7 +37,13 @@ class Store(Protocol):
         """The newest non-orphaned blocks as (block, parent_hash), highest first."""
 
     def orphan_block(self, chain: str, block: BlockRef) -> int:
-        """Mark a block and every transfer in it orphaned; returns the transfers changed."""
+        """Mark a block and every transfer in it orphaned; returns the transfers changed.
+        The watcher's call: the block rows are its view of the chain."""
+
+    def orphan_transfers(self, chain: str, block: BlockRef) -> int:
+        """Mark every transfer in a block orphaned, leaving the block rows alone: the
+        processor's call, which may run late and must not undo a block the watcher has since
+        recorded again."""
 
     def upsert_transfers(self, transfers: Iterable[Transfer]) -> int:
         """Insert new transfers, move known ones to their new status or block.

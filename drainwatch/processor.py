@@ -61,7 +61,7 @@ class Processor:
             for alert in evaluate(event, self._book, self._policy, self._clock()):
                 self._raise(alert)
         elif isinstance(event, BlockDisconnected):
-            self._store.orphan_block(event.chain, event.block)
+            self._store.orphan_transfers(event.chain, event.block)
             for alert in self._store.alerts_in_block(event.chain, event.block):
                 if alert.state is not AlertState.RETRACTED:
                     self._raise(replace(alert, state=AlertState.RETRACTED))

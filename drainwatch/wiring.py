@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from alerts.console import ConsoleSink
 from alerts.rules import RulePolicy, WalletBook
-from drainwatch.errors import BusError, ConfigError, RetriableRpcError, UsageError
+from drainwatch.errors import BusError, ConfigError, DrainwatchError, UsageError
 from drainwatch.model import Asset, Chain, ChainKind, Severity, Wallet
 from drainwatch.ports import AlertSink, EventBus, JsonRpc, Store, Subscription
 from drainwatch.processor import Processor
@@ -136,7 +136,9 @@ def build_rpc(name: str, chain: ChainSettings) -> JsonRpc:
     verify = None
     if chain.kind == "evm" and chain.chain_id is not None:
         verify = chain_id_check(name, chain.chain_id)
-    return FailoverRpc(endpoints, verify=verify)
+    rpc = FailoverRpc(endpoints, verify=verify)
+    rpc.verify_all()  # a backup on the wrong network is found now, not when the primary fails
+    return rpc
 
 
 def _env(field_path: str, name: str | None) -> str:
@@ -180,10 +182,12 @@ class Pipeline:
         self,
         until: Mapping[str, int] | None = None,
         *,
-        on_error: Callable[[str, RetriableRpcError, float], None] | None = None,
+        on_error: Callable[[str, DrainwatchError, float], None] | None = None,
     ) -> int:
-        """One round over every chain. Without ``on_error`` a node failure propagates; with it,
-        the failure is reported and that chain is skipped until its pause is over."""
+        """One round over every chain. Without ``on_error`` a failure propagates; with it, the
+        failure is reported and that chain alone is paused (growing pauses, up to a minute)
+        while the others go on: a bad node, a reorg too deep to locate or an endpoint on the
+        wrong network stops watching on that chain, never on all of them."""
         blocks = 0
         for follower in self.followers:
             name = follower.chain.name
@@ -192,7 +196,7 @@ class Pipeline:
             try:
                 blocks += follower.step((until or {}).get(name))
                 self._failures.pop(name, None)
-            except RetriableRpcError as exc:
+            except DrainwatchError as exc:
                 if on_error is None:
                     raise
                 failures = self._failures[name] = self._failures.get(name, 0) + 1
@@ -317,10 +321,10 @@ def _check_until(until: Mapping[str, int], app: App, watched: set[str]) -> None:
         )
 
 
-def _report_node_failure(chain: str, exc: RetriableRpcError, pause: float) -> None:
+def _report_node_failure(chain: str, exc: DrainwatchError, pause: float) -> None:
     print(
-        f"drainwatch: {chain}: node unreachable, retrying in {pause:.0f} s / "
-        f"ノードに接続できません。{pause:.0f} 秒後に再試行します: {exc}",
+        f"drainwatch: {chain}: {exc} — this chain is retried in {pause:.0f} s, the others go "
+        f"on / このチェーンは {pause:.0f} 秒後に再試行します（他のチェーンの監視は継続）",
         file=sys.stderr,
     )
 

@@ -20,7 +20,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from drainwatch.errors import MalformedRpcResponse, RetriableRpcError, RpcError
+from drainwatch.errors import (
+    ConfigError,
+    DrainwatchError,
+    MalformedRpcResponse,
+    RetriableRpcError,
+    RpcError,
+)
 from drainwatch.ports import JsonRpc
 
 log = logging.getLogger(__name__)
@@ -123,15 +129,20 @@ def is_transient(code: Any, message: str) -> bool:
 
 
 class FailoverRpc:
-    """Several endpoints of one chain: the first that answers wins; a retriable failure moves on.
+    """Several endpoints of one chain: the first that answers wins.
 
-    The endpoint that answered last is tried first next time, so a dead primary costs one
-    timeout per round, not one per call. When every endpoint fails, the round is retried with
-    exponential back-off before giving up with the last error.
+    Any failure of one endpoint moves on to the next: a retriable one (down, slow, rate-limited,
+    behind) and a final one alike (refused credentials, an error answer, garbage), since another
+    node may well answer. The endpoint that answered is tried first next time, so a dead primary
+    costs one timeout per call, not one per round. When every endpoint fails: a final error from
+    any of them is raised at once; otherwise the round is retried with exponential back-off and
+    the last retriable error raised in the end.
 
-    ``verify`` is run on each endpoint before its first use (a chain-id check, say): an endpoint
-    on the wrong network must never be read, least of all after a silent failover. What it
-    raises propagates, except a ``RetriableRpcError``, which moves on to the next endpoint.
+    ``verify`` checks an endpoint before it is first read and again after any failure of it (the
+    node behind it may have been replaced): an endpoint on the wrong network raises
+    ``ConfigError`` there, is taken out of the rotation and reported, and is never read. Only
+    when no endpoint is left does the ``ConfigError`` propagate. ``verify_all`` runs the check
+    on every endpoint at start, so a wrong backup is found before the primary fails.
     """
 
     def __init__(
@@ -151,31 +162,72 @@ class FailoverRpc:
         self._sleep = sleep
         self._verify = verify
         self._verified: set[int] = set()
+        self.excluded: dict[str, ConfigError] = {}
         self.failovers = 0
 
     @property
     def endpoint(self) -> str:
         return self._endpoints[0].endpoint
 
+    def verify_all(self) -> None:
+        """Check every endpoint now; one that is down is checked when it is first used."""
+        for rpc in list(self._endpoints):
+            try:
+                self._check(rpc)
+            except _Excluded:
+                continue
+            except RetriableRpcError as exc:
+                log.warning("cannot check %s yet: %s", rpc.endpoint, exc)
+        self._raise_if_none_left()
+
     def call(self, method: str, params: Sequence[Any]) -> Any:
         last: RetriableRpcError | None = None
         for attempt in range(self._rounds):
+            final: DrainwatchError | None = None
             for position, rpc in enumerate(list(self._endpoints)):
                 try:
-                    if self._verify is not None and id(rpc) not in self._verified:
-                        self._verify(rpc)
-                        self._verified.add(id(rpc))
+                    self._check(rpc)
                     result = rpc.call(method, params)
+                except _Excluded:
+                    continue
                 except RetriableRpcError as exc:
                     log.warning("RPC endpoint failed, trying the next: %s", exc)
+                    self._verified.discard(id(rpc))
                     last = exc
                     continue
+                except (RpcError, MalformedRpcResponse) as exc:
+                    self._verified.discard(id(rpc))
+                    final = final or exc
+                    continue
                 if position:
-                    # Promote the endpoint that answered so the dead one is not tried first.
+                    # Promote the endpoint that answered so the failing one is not tried first.
                     self._endpoints.insert(0, self._endpoints.pop(position))
                     self.failovers += 1
                 return result
+            self._raise_if_none_left()
+            if final is not None:
+                raise final
             if attempt + 1 < self._rounds:
                 self._sleep(self._backoff * 2**attempt)
         assert last is not None
         raise last
+
+    def _check(self, rpc: JsonRpc) -> None:
+        if self._verify is None or id(rpc) in self._verified:
+            return
+        try:
+            self._verify(rpc)
+        except ConfigError as exc:
+            log.error("endpoint taken out of rotation: %s", exc)
+            self._endpoints.remove(rpc)
+            self.excluded[rpc.endpoint] = exc
+            raise _Excluded from None
+        self._verified.add(id(rpc))
+
+    def _raise_if_none_left(self) -> None:
+        if not self._endpoints:
+            raise next(iter(self.excluded.values()))
+
+
+class _Excluded(Exception):
+    """Raised by ``FailoverRpc._check`` for an endpoint it has just taken out of rotation."""

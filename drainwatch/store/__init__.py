@@ -55,11 +55,34 @@ def open_store(url: str, *, password: str | None = None, create: bool = True) ->
         parsed = parsed.set(password=password)
     engine = _engine(parsed)
     try:
-        migrate(engine)
+        if create:
+            migrate(engine)
+        else:
+            _require_current_schema(engine)
     except SQLAlchemyError as exc:
         engine.dispose()
         raise StoreError(f"store: cannot open {describe(engine.url)}: {reason(exc)}") from exc
+    except ConfigError:
+        engine.dispose()
+        raise
     return SqlStore(engine)
+
+
+def _require_current_schema(engine: Engine) -> None:
+    """For read-only commands: the schema must already be the newest, checked without a write
+    transaction (a reader must never wait on, or take, the watcher's write lock)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    if current != head:
+        raise ConfigError(
+            "store.url",
+            f"the store at {describe(engine.url)} has schema {current or 'none'}, this drainwatch "
+            f"reads {head}: run `drainwatch watch` once (it migrates), or check the URL",
+        )
 
 
 def migrate(engine: Engine) -> None:

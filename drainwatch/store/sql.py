@@ -153,16 +153,24 @@ class SqlStore:
                 .where(BlockRow.chain == chain, BlockRow.hash == block.hash)
                 .values(orphaned=True)
             )
-            result = conn.execute(
-                update(TransferRow)
-                .where(
-                    TransferRow.chain == chain,
-                    TransferRow.block_hash == block.hash,
-                    TransferRow.status != _ORPHANED,
-                )
-                .values(status=_ORPHANED)
+            return self._orphan_transfers(conn, chain, block)
+
+    def orphan_transfers(self, chain: str, block: BlockRef) -> int:
+        with self._write("orphan_transfers") as conn:
+            return self._orphan_transfers(conn, chain, block)
+
+    @staticmethod
+    def _orphan_transfers(conn: Connection, chain: str, block: BlockRef) -> int:
+        result = conn.execute(
+            update(TransferRow)
+            .where(
+                TransferRow.chain == chain,
+                TransferRow.block_hash == block.hash,
+                TransferRow.status != _ORPHANED,
             )
-        return result.rowcount
+            .values(status=_ORPHANED)
+        )
+        return int(result.rowcount)
 
     def get_checkpoint(self, chain: str) -> BlockRef | None:
         with self._read("get_checkpoint") as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -12,6 +13,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import create_engine, inspect
 
 from drainwatch.errors import ConfigError, StoreError
 from drainwatch.model import (
@@ -29,7 +31,7 @@ from drainwatch.model import (
 )
 from drainwatch.ports import Store
 from drainwatch.store import SqlStore, open_store
-from tests.fixtures.postgres import throwaway_cluster
+from tests.fixtures.postgres import PgServer, throwaway_cluster
 
 MAX = 2**256 - 1
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -175,6 +177,17 @@ def test_orphan_block_orphans_block_and_its_transfers(store: SqlStore) -> None:
     # Recorded again, the block is back on the best chain.
     store.record_block("eth", blocks[2], "0xb2", T0)
     assert store.recent_blocks("eth", 1) == [(blocks[2], "0xb2")]
+
+
+def test_orphan_transfers_leaves_the_block_rows_alone(store: SqlStore) -> None:
+    """The processor's late retraction must not undo a block the watcher recorded again."""
+    block = BlockRef(7, "0xb7")
+    store.record_block("eth", block, "0xb6", T0)
+    store.upsert_transfers([transfer("0xa", block=block), transfer("0xb", block=block)])
+    assert store.orphan_transfers("eth", block) == 2
+    assert store.orphan_transfers("eth", block) == 0
+    assert store.recent_blocks("eth", 5) == [(block, "0xb6")]
+    assert {t.status for t in store.transfers()} == {TransferStatus.ORPHANED}
 
 
 def test_reorg_remines_an_orphaned_transfer_into_another_block(store: SqlStore) -> None:
@@ -592,10 +605,34 @@ def test_a_missing_sqlite_file_is_created_only_when_asked(tmp_path: Path) -> Non
     writer.close()
 
 
-def test_in_memory_sqlite_opens_with_create_false() -> None:
-    store = open_store("sqlite://", create=False)
-    assert store.alerts() == []
-    store.close()
+def test_a_reader_never_creates_a_schema(postgres_server: PgServer) -> None:
+    """Read-only opening checks the schema without writing: an empty database (in memory, or
+    a PostgreSQL database nothing has written to) is refused and left empty."""
+    with pytest.raises(ConfigError, match="schema none"):
+        open_store("sqlite://", create=False)
+    with postgres_server.database() as url:
+        with pytest.raises(ConfigError, match="schema none"):
+            open_store(url, create=False)
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.connect() as conn:
+            assert inspect(conn).get_table_names() == []
+        engine.dispose()
+
+
+def test_a_reader_does_not_wait_for_the_writer_lock(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    writer = open_store(f"sqlite:///{path}")
+    writer.set_checkpoint("eth", BlockRef(1, "0xb1"))
+    lock = sqlite3.connect(path, timeout=0)
+    lock.execute("BEGIN IMMEDIATE")  # another process is in the middle of a write
+    try:
+        reader = open_store(f"sqlite:///{path}", create=False)
+        assert reader.get_checkpoint("eth") == BlockRef(1, "0xb1")
+        reader.close()
+    finally:
+        lock.rollback()
+        lock.close()
+        writer.close()
 
 
 def test_a_relative_sqlite_path_in_the_working_directory(

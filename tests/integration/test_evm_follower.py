@@ -21,7 +21,13 @@ from drainwatch.ports import JsonRpc, Message, Store
 from drainwatch.processor import Processor
 from drainwatch.store import open_store
 from tests.fixtures.evm_nodes import AnvilNode, EvmNode
-from watchers.evm.follower import EvmFollower, NodeInconsistent, ReorgTooDeep, chain_id_check
+from watchers.evm.follower import (
+    STALL_LIMIT,
+    EvmFollower,
+    NodeInconsistent,
+    ReorgTooDeep,
+    chain_id_check,
+)
 from watchers.jsonrpc import FailoverRpc, HttpJsonRpc
 
 TOPIC = "test.events"
@@ -345,3 +351,51 @@ def test_the_trace_block_dialect_gives_the_same_internal_transfers(anvil_url: st
     assert (parity.dialect, geth.dialect) == (TraceDialect.PARITY, TraceDialect.GETH)
     assert got_parity == got_geth and got_geth is not None
     assert [t.amount for t in got_geth if t.kind is TransferKind.INTERNAL] == [5]
+
+
+def test_a_receipt_that_never_comes_is_an_error_not_a_silent_halt(
+    evm_node: EvmNode, store: Store
+) -> None:
+    rig = Rig(evm_node, store)
+    evm_node.send(rig.hot, rig.attacker, 9)
+    node = Tampered(evm_node.rpc)
+    node.bend["eth_getTransactionReceipt"] = lambda p, r: None
+    follower = _follower(rig, node)
+    for _ in range(STALL_LIMIT - 1):
+        assert follower.step() == 0
+    with pytest.raises(NodeInconsistent, match="held back"):
+        follower.step()
+
+
+def test_a_second_reorg_under_the_first_blocks_does_not_wedge_the_chain(
+    evm_node: EvmNode, store: Store
+) -> None:
+    """After a reorg of the very first blocks the checkpoint is a block never published; when
+    that one is replaced too, the watcher steps below it instead of stopping for good."""
+    rig = Rig(evm_node, store)
+    snap = evm_node.snapshot()
+    evm_node.send(rig.outsider, rig.attacker, 1)
+    rig.start = evm_node.head() + 1
+    lost = evm_node.send(rig.hot, rig.attacker, 111)
+    follower = rig.follower()
+    follower.step()
+    evm_node.revert(snap)
+    snap = evm_node.snapshot()
+    evm_node.send(rig.outsider, rig.attacker, 2)
+    evm_node.send(rig.hot, rig.attacker, 222)
+    evm_node.mine(1)  # longer than the branch we saw: the reorg is noticed
+    node = Tampered(evm_node.rpc)
+    node.bend["eth_getTransactionReceipt"] = lambda p, r: None  # held back mid-way
+    _follower(rig, node).step()
+    evm_node.revert(snap)
+    evm_node.send(rig.outsider, rig.attacker, 3)
+    kept = evm_node.send(rig.hot, rig.attacker, 333)
+    evm_node.mine(1)
+    rig.follower().step()
+    events = rig.events()
+    assert kept.lower() in [t[0] for t in _transfers(events)]
+    statuses = {t.tx_hash: t.status for t in store.transfers(chain="devchain")}
+    assert statuses[lost.lower()] is TransferStatus.ORPHANED
+    assert statuses[kept.lower()] is TransferStatus.CONFIRMED
+    checkpoint = store.get_checkpoint("devchain")
+    assert checkpoint is not None and checkpoint.height == evm_node.head()

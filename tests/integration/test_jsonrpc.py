@@ -24,6 +24,7 @@ ANSWERS: dict[str, tuple[int, bytes]] = {
     "/neither": (200, b'{"jsonrpc":"2.0","id":1}'),
     "/list": (200, b"[1,2,3]"),
     "/decimal": (200, b'{"jsonrpc":"2.0","id":1,"result":{"fee":0.00001}}'),
+    "/wrongchain": (200, b'{"jsonrpc":"2.0","id":1,"result":"0x5"}'),
 }
 
 
@@ -109,11 +110,84 @@ def test_every_endpoint_down_raises_after_bounded_rounds() -> None:
     assert naps == [0.5, 1.0]
 
 
-def test_a_final_json_rpc_error_does_not_fail_over(odd_server: str, anvil_url: str) -> None:
-    rpc = FailoverRpc([HttpJsonRpc(odd_server + "/nomethod"), HttpJsonRpc(anvil_url)])
+@pytest.mark.parametrize("path", ["/nomethod", "/denied", "/garbage"])
+def test_a_final_error_on_one_endpoint_tries_the_next(
+    odd_server: str, anvil_url: str, path: str
+) -> None:
+    rpc = FailoverRpc([HttpJsonRpc(odd_server + path), HttpJsonRpc(anvil_url)])
+    assert rpc.call("eth_getBlockByNumber", ["0x0", False])["number"] == "0x0"
+    assert rpc.failovers == 1
+
+
+def test_when_every_endpoint_refuses_the_final_error_comes_at_once(odd_server: str) -> None:
+    naps: list[float] = []
+    rpc = FailoverRpc(
+        [HttpJsonRpc(odd_server + "/nomethod"), HttpJsonRpc(odd_server + "/overloaded")],
+        sleep=naps.append,
+    )
     with pytest.raises(RpcError, match="no such method") as err:
-        rpc.call("eth_getBlockByNumber", ["0x1", False])
-    assert not isinstance(err.value, RetriableRpcError)
+        rpc.call("debug_traceBlockByNumber", ["0x1", {}])
+    assert not isinstance(err.value, RetriableRpcError) and naps == []
+
+
+def test_an_endpoint_on_the_wrong_chain_is_taken_out_of_rotation(anvil_url: str) -> None:
+    from drainwatch.errors import ConfigError
+    from watchers.evm.follower import chain_id_check
+
+    wrong = HttpJsonRpc(anvil_url)  # anvil is chain 31337
+    rpc = FailoverRpc([wrong], verify=chain_id_check("ethereum", 1))
+    with pytest.raises(ConfigError, match="31337"):
+        rpc.verify_all()
+    assert list(rpc.excluded) == [wrong.endpoint]
+
+
+class _Switchable:
+    """An endpoint whose node can be swapped for another one behind the same name."""
+
+    def __init__(self, target: HttpJsonRpc) -> None:
+        self.target: HttpJsonRpc | None = target
+        self.endpoint = "http://node.example:8545"
+
+    def call(self, method: str, params: object) -> object:
+        if self.target is None:
+            raise RetriableRpcError("node.example: down")
+        return self.target.call(method, list(params))  # type: ignore[call-overload]
+
+
+def test_a_backup_on_the_wrong_chain_is_found_at_start_and_never_read(
+    anvil_url: str, odd_server: str
+) -> None:
+    from watchers.evm.follower import chain_id_check
+
+    good = _Switchable(HttpJsonRpc(anvil_url))
+    wrong = HttpJsonRpc(odd_server + "/wrongchain")
+    rpc = FailoverRpc([good, wrong], verify=chain_id_check("dev", 31337), sleep=lambda _: None)
+    rpc.verify_all()
+    assert list(rpc.excluded) == [wrong.endpoint]
+    good.target = None  # the primary goes down: there is no backup to fall to
+    with pytest.raises(RetriableRpcError):
+        rpc.call("eth_blockNumber", [])
+
+
+def test_a_node_replaced_behind_its_endpoint_is_checked_again(anvil_url: str) -> None:
+    from drainwatch.errors import ConfigError
+    from tests.fixtures.evm_nodes import start_anvil
+    from watchers.evm.follower import chain_id_check
+
+    node = _Switchable(HttpJsonRpc(anvil_url))
+    rpc = FailoverRpc([node], verify=chain_id_check("dev", 31337), sleep=lambda _: None)
+    assert rpc.call("eth_blockNumber", []) is not None
+    node.target = None  # down ...
+    with pytest.raises(RetriableRpcError):
+        rpc.call("eth_blockNumber", [])
+    proc, other_url = start_anvil(chain_id=5)  # ... and back, on another network
+    try:
+        node.target = HttpJsonRpc(other_url)
+        with pytest.raises(ConfigError, match="chain id 5"):
+            rpc.call("eth_blockNumber", [])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @pytest.mark.parametrize("path", ["/behind", "/limit", "/overloaded"])

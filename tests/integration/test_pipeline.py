@@ -7,8 +7,11 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from alerts.rules import RulePolicy, WalletBook
 from drainwatch.bus.inprocess import InProcessBus
+from drainwatch.errors import MalformedRpcResponse, RetriableRpcError, RpcError
 from drainwatch.events import BlockDisconnected, TransferSeen
 from drainwatch.model import (
     Alert,
@@ -157,8 +160,6 @@ def _app(tmp_path: Path, node: EthTesterNode, other: EthTesterNode):  # type: ig
 def test_nothing_is_lost_when_processing_fails_with_the_in_process_bus(tmp_path: Path) -> None:
     """The in-process bus keeps nothing: the watcher's checkpoint must not pass a block whose
     events the processor has not handled, or a crash loses the alert for good."""
-    import pytest
-
     from drainwatch.wiring import build_pipeline
 
     node, other = EthTesterNode(), EthTesterNode()
@@ -191,8 +192,16 @@ def test_nothing_is_lost_when_processing_fails_with_the_in_process_bus(tmp_path:
     app.close()
 
 
-def test_one_dead_chain_does_not_stop_the_others(tmp_path: Path) -> None:
-    from drainwatch.errors import RetriableRpcError
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RetriableRpcError("dead node: connection refused"),
+        RpcError("dead node: HTTP 401"),
+        MalformedRpcResponse("dead node", "eth_blockNumber", "an HTML page"),
+    ],
+    ids=["down", "refused", "garbage"],
+)
+def test_one_failing_chain_does_not_stop_the_others(tmp_path: Path, failure: Exception) -> None:
     from drainwatch.wiring import build_pipeline
 
     node, other = EthTesterNode(), EthTesterNode()
@@ -201,7 +210,7 @@ def test_one_dead_chain_does_not_stop_the_others(tmp_path: Path) -> None:
         endpoint = "dead node"
 
         def call(self, method: str, params: object) -> object:
-            raise RetriableRpcError("dead node: connection refused")
+            raise failure
 
     drain = other.send(other.accounts[3], other.accounts[7], 10**18)
     app = _app(tmp_path, node, other)
@@ -280,8 +289,6 @@ def test_an_alert_follows_its_transaction_into_a_new_block(tmp_path: Path) -> No
 
 
 def test_an_unreadable_message_stops_the_consumer_uncommitted(tmp_path: Path) -> None:
-    import pytest
-
     from drainwatch import codec
     from drainwatch.errors import BusError
 

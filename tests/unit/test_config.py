@@ -955,3 +955,24 @@ def test_summary_ends_with_unenforced_section(capsys: pytest.CaptureFixture[str]
     assert sum("未対応" in line for line in minimal) == 1  # the heading; one item below it
     assert minimal[-1].startswith("  - EVM chains (ethereum)")
     assert not any("slack/webhook" in line or "xpubs" in line for line in minimal)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0x1f1f1f1f_1f1f1f1f_1f1f1f1f_1f1f1f1f_1f1f1f1f_1f1f1f1f_1f1f1f1f_1f1f1f1f",
+        '!!int "0x\\x31\\x66' + "1f" * 31 + '"',
+        str(int("1f" * 32, 16)),
+    ],
+    ids=["hex-underscores", "int-tag-escapes", "decimal"],
+)
+def test_a_private_key_written_as_a_yaml_integer_is_refused(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Key material is looked for before the schema: even a field that does not exist is named.
+    path = tmp_path / "c.yaml"
+    path.write_text(f"x_note: {value}\n" + BASE_TEXT)
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "x_note" in err and "private key" in err
+    assert "1f1f1f1f" not in err and str(int("1f" * 32, 16)) not in err

@@ -21,9 +21,14 @@ from drainwatch.events import BlockConnected, BlockDisconnected, Event, Transfer
 from drainwatch.model import BlockRef, Chain
 from drainwatch.ports import EventBus, JsonRpc, Store
 from watchers.evm.extract import BlockExtractor
-from watchers.evm.mapping import EvmBlock, parse_block, parse_block_ref
+from watchers.evm.mapping import EvmBlock, parse_block, parse_block_ref, parse_quantity
 
 log = logging.getLogger(__name__)
+
+
+#: How many times in a row one block may be held back for a missing receipt before it is an
+#: error that the operator is told about.
+STALL_LIMIT = 5
 
 
 class ReorgTooDeep(DrainwatchError):
@@ -38,7 +43,7 @@ def chain_id_check(chain_name: str, expected: int) -> Callable[[JsonRpc], None]:
     """A check for ``FailoverRpc(verify=...)``: the endpoint must serve the configured chain."""
 
     def verify(rpc: JsonRpc) -> None:
-        actual = int(rpc.call("eth_chainId", []), 16)
+        actual = parse_quantity(rpc.call("eth_chainId", []), rpc.endpoint, "eth_chainId")
         if actual != expected:
             raise ConfigError(
                 f"chains.{chain_name}.chain_id",
@@ -74,10 +79,13 @@ class EvmFollower:
         self._max_reorg_depth = max_reorg_depth
         self._after_publish = after_publish
         self._extractor = BlockExtractor(chain.name, rpc, self._watched, notice=notice)
+        self._stalled: tuple[int, int] = (-1, 0)  # (height, consecutive not-ready attempts)
+        self._unpublished_steps = 0
         self.reorgs = 0
 
     def node_head(self) -> int:
-        return int(self._rpc.call("eth_blockNumber", []), 16)
+        head = self._rpc.call("eth_blockNumber", [])
+        return parse_quantity(head, self._rpc.endpoint, "eth_blockNumber")
 
     def confirmed_height(self, head: int) -> int:
         """The highest block with ``confirmations`` blocks counting itself (bitcoind's count;
@@ -90,6 +98,7 @@ class EvmFollower:
         if until is not None:
             target = min(target, until)
         self._reconcile(self._store.get_checkpoint(self.chain.name))
+        self._unpublished_steps = 0
         processed = 0
         while True:
             tip = self._store.get_checkpoint(self.chain.name)
@@ -127,8 +136,10 @@ class EvmFollower:
     def _process(self, block: EvmBlock) -> bool:
         """Publish one block's events; False when the node cannot give all of them yet."""
         transfers = self._extractor.transfers(block)
-        if transfers is None:
-            return False  # a receipt is missing or from another block: the whole block later
+        if transfers is None:  # a receipt is missing or from another block: the block later
+            self._stall(block.ref.height)
+            return False
+        self._stalled = (-1, 0)
         events: list[Event] = [TransferSeen(t) for t in transfers]
         # The block's own event comes last: a consumer that has handled it has the whole block.
         events.append(BlockConnected(self.chain.name, block.ref, block.parent_hash, block.time))
@@ -140,6 +151,18 @@ class EvmFollower:
         if block.ref.height % 1000 == 0:
             log.info("%s: processed block %d", self.chain.name, block.ref.height)
         return True
+
+    def _stall(self, height: int) -> None:
+        """A block held back again and again is an error someone must see, not a silent halt
+        (a node pruning its transaction index, or still building it, answers null for ever)."""
+        last, count = self._stalled
+        count = count + 1 if last == height else 1
+        self._stalled = (height, count)
+        if count >= STALL_LIMIT:
+            raise NodeInconsistent(
+                f"{self.chain.name}: block {height} held back {count} times: a receipt is still "
+                "unavailable (is the node pruning or still building its transaction index?)"
+            )
 
     def _publish(self, events: list[Event]) -> None:
         for event in events:
@@ -172,6 +195,9 @@ class EvmFollower:
         leaves the store and the bus as they were.
         """
         recent = self._store.recent_blocks(self.chain.name, self._max_reorg_depth)
+        if not any(ref == tip for ref, _ in recent):
+            self._step_below_unpublished(tip)
+            return
         stale: list[BlockRef] = []
         fork: BlockRef | None = None
         for ref, _parent in recent:
@@ -203,6 +229,19 @@ class EvmFollower:
         )
         self._disconnect(stale)
         self._store.set_checkpoint(self.chain.name, fork)
+
+    def _step_below_unpublished(self, tip: BlockRef) -> None:
+        """The checkpoint is a block this watcher never published anything about (the block
+        just below where it began, set after a reorg of its first blocks): nothing to retract,
+        so step below it, a bounded number of times."""
+        self._unpublished_steps += 1
+        if tip.height == 0 or self._unpublished_steps > self._max_reorg_depth:
+            raise ReorgTooDeep(
+                f"{self.chain.name}: the node shares no block with where drainwatch started "
+                f"watching (stepped back {self._unpublished_steps - 1} blocks). Nothing was "
+                "retracted. Check that every endpoint is on the right network and synced."
+            )
+        self._store.set_checkpoint(self.chain.name, self._node_block(tip.height - 1))
 
     def _disconnect(self, stale: list[BlockRef]) -> None:
         if not stale:

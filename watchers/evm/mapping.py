@@ -77,6 +77,13 @@ class RawReader:
         return value.lower()
 
 
+def parse_quantity(value: Any, endpoint: str, method: str) -> int:
+    """A bare hex-quantity result (``eth_blockNumber``, ``eth_chainId``), strictly."""
+    if not isinstance(value, str) or not _QUANTITY.match(value):
+        raise MalformedRpcResponse(endpoint, method, f"result is not a hex quantity: {value!r}")
+    return int(value, 16)
+
+
 def parse_block(raw: Any, endpoint: str = "node") -> EvmBlock:
     """An ``eth_getBlockByNumber(..., true)`` result (full transaction objects)."""
     method = "eth_getBlockByNumber"
