@@ -21,8 +21,9 @@ from drainwatch.config import load_config
 from drainwatch.drill_contracts import EMITTER_INITCODE
 from drainwatch.errors import UsageError
 from drainwatch.model import Alert, Severity
+from drainwatch.pipeline import Pipeline
 from drainwatch.units import format_amount
-from drainwatch.wiring import App, Pipeline, build_app, build_pipeline
+from drainwatch.wiring import App, build_app, build_pipeline
 
 ETH = 10**18
 USD = 10**6  # the drill stablecoin has 6 decimals

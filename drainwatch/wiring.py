@@ -11,8 +11,7 @@ import logging
 import os
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,11 +20,13 @@ from typing import TYPE_CHECKING, TextIO
 
 from alerts.console import ConsoleSink
 from alerts.rules import RulePolicy, WalletBook
-from drainwatch.errors import BusError, ConfigError, DrainwatchError, UsageError
+from drainwatch.errors import ConfigError, UsageError
 from drainwatch.model import Asset, Chain, ChainKind, Severity, Wallet
-from drainwatch.ports import AlertSink, EventBus, JsonRpc, Store, Subscription
+from drainwatch.pipeline import Pipeline
+from drainwatch.ports import AlertSink, EventBus, JsonRpc, Store
 from drainwatch.processor import Processor
 from watchers.evm.follower import EvmFollower, chain_id_check
+from watchers.jsonrpc import FailoverRpc, HttpJsonRpc
 
 if TYPE_CHECKING:
     from drainwatch.config import ChainSettings, Settings
@@ -110,10 +111,9 @@ def open_app(config_path: Path, *, create: bool = True) -> Iterator[App]:
         app.close()
 
 
-def build_rpc(name: str, chain: ChainSettings) -> JsonRpc:
+def build_rpc(name: str, chain: ChainSettings) -> FailoverRpc:
     """Every configured endpoint of a chain behind failover; URLs and credentials named by
     ``url_env`` / ``auth_env`` come from the environment."""
-    from watchers.jsonrpc import FailoverRpc, HttpJsonRpc
 
     endpoints: list[JsonRpc] = []
     for i, endpoint in enumerate(chain.rpc):
@@ -136,9 +136,7 @@ def build_rpc(name: str, chain: ChainSettings) -> JsonRpc:
     verify = None
     if chain.kind == "evm" and chain.chain_id is not None:
         verify = chain_id_check(name, chain.chain_id)
-    rpc = FailoverRpc(endpoints, verify=verify)
-    rpc.verify_all()  # a backup on the wrong network is found now, not when the primary fails
-    return rpc
+    return FailoverRpc(endpoints, verify=verify)
 
 
 def _env(field_path: str, name: str | None) -> str:
@@ -159,77 +157,6 @@ def build_sinks(settings: Settings, stream: TextIO | None = None) -> list[AlertS
 def rule_policy(settings: Settings) -> RulePolicy:
     rule = settings.alerts.rules.cold_outflow
     return RulePolicy(cold_outflow=rule.enabled, cold_outflow_severity=Severity(rule.severity))
-
-
-class Pipeline:
-    """Followers publish to the bus; the processor consumes; one loop drives both.
-
-    Each chain fails on its own: a chain whose every endpoint is down is retried after a
-    growing pause while the others go on being watched and alerted.
-    """
-
-    def __init__(
-        self, processor: Processor, subscription: Subscription, poll_timeout: float = 0.2
-    ) -> None:
-        self.followers: list[EvmFollower] = []
-        self.processor = processor
-        self._subscription = subscription
-        self._poll_timeout = poll_timeout
-        self._failures: dict[str, int] = {}
-        self._retry_at: dict[str, float] = {}
-
-    def run_once(
-        self,
-        until: Mapping[str, int] | None = None,
-        *,
-        on_error: Callable[[str, DrainwatchError, float], None] | None = None,
-    ) -> int:
-        """One round over every chain. Without ``on_error`` a failure propagates; with it, the
-        failure is reported and that chain alone is paused (growing pauses, up to a minute)
-        while the others go on: a bad node, a reorg too deep to locate or an endpoint on the
-        wrong network stops watching on that chain, never on all of them."""
-        blocks = 0
-        for follower in self.followers:
-            name = follower.chain.name
-            if time.monotonic() < self._retry_at.get(name, 0.0):
-                continue
-            try:
-                blocks += follower.step((until or {}).get(name))
-                self._failures.pop(name, None)
-            except DrainwatchError as exc:
-                if on_error is None:
-                    raise
-                failures = self._failures[name] = self._failures.get(name, 0) + 1
-                pause = min(60.0, 2.0**failures)
-                self._retry_at[name] = time.monotonic() + pause
-                on_error(name, exc, pause)
-            self.drain()
-        return blocks
-
-    def drain(self) -> int:
-        total = 0
-        handle = self.processor.handle_message
-        while (taken := self._subscription.poll(handle, timeout=self._poll_timeout)) > 0:
-            total += taken
-        return total
-
-    def catch_up(self, limit_seconds: float = 60.0) -> None:
-        """Poll until the processor has handled everything published so far (bounded): on
-        Kafka the group join alone takes seconds, so an empty poll does not mean caught up."""
-        deadline = time.monotonic() + limit_seconds
-        while True:
-            self.drain()
-            backlog = self._subscription.backlog()
-            if backlog == 0:
-                return
-            if time.monotonic() > deadline:
-                raise BusError(
-                    f"the processor did not catch up within {limit_seconds:.0f} s "
-                    f"(backlog: {'unknown' if backlog is None else backlog} message(s))"
-                )
-
-    def close(self) -> None:
-        self._subscription.close()
 
 
 def build_pipeline(
@@ -255,12 +182,19 @@ def build_pipeline(
     pipeline = Pipeline(processor, subscription, poll_timeout=0.0 if in_process else 0.2)
     # The in-process bus keeps nothing across a restart: the processor must have handled a
     # block's events before the watcher's checkpoint passes it, or a crash would lose them.
-    after_publish = pipeline.drain if in_process else None
+    after_publish = pipeline.settle if in_process else None
     for name, chain in app.chains.items():
         if chain.kind is not ChainKind.EVM:
             continue  # the Bitcoin watcher arrives with issue #4; `watch` says so at start
         overrides = rpc_overrides or {}
-        rpc = overrides[name] if name in overrides else build_rpc(name, app.settings.chains[name])
+        prepare = None
+        if name in overrides:
+            rpc: JsonRpc = overrides[name]
+        else:
+            failover = rpc = build_rpc(name, app.settings.chains[name])
+            # Every endpoint's chain id is checked by the chain's first step, in its own thread:
+            # a backup on the wrong network is found at start, not when the primary fails.
+            prepare = failover.verify_all
         pipeline.followers.append(
             EvmFollower(
                 chain,
@@ -271,6 +205,7 @@ def build_pipeline(
                 app.book.addresses(name),
                 start_height=(start_heights or {}).get(name),
                 after_publish=after_publish,
+                prepare=prepare,
             )
         )
     return pipeline
@@ -285,9 +220,9 @@ def run_watch(
 ) -> int:
     """``drainwatch watch``: follow every chain until stopped or every ``until`` is reached.
 
-    Without ``until`` it is a service: when every endpoint of a chain fails, it says so and
-    retries that chain after growing pauses (up to a minute) while the other chains go on. With
-    ``until`` it is a batch job and such a failure ends it with exit code 1.
+    Without ``until`` it is a service (a thread per chain): a failing chain is reported and
+    retried after growing pauses while the others go on. With ``until`` it is a batch job, in
+    rounds, and any failure ends it with exit code 1.
     """
     stop = stop or threading.Event()
     with open_app(config_path) as app:
@@ -295,16 +230,18 @@ def run_watch(
         watched = {f.chain.name for f in pipeline.followers}
         _check_until(until, app, watched)
         _warn_unenforced(app)
-        interval = min(
-            (app.settings.chains[name].poll_interval_seconds for name in watched), default=1.0
-        )
+        intervals = {name: app.settings.chains[name].poll_interval_seconds for name in watched}
         try:
+            if not until:
+                consume = app.settings.bus.kind != "inprocess"
+                pipeline.run_service(stop, intervals, _report_failure, consume=consume)
+                return 0
             while not stop.is_set():
-                pipeline.run_once(until, on_error=None if until else _report_node_failure)
-                if until and all(_reached(app, chain, h) for chain, h in until.items()):
+                pipeline.run_once(until)
+                if all(_reached(app, chain, h) for chain, h in until.items()):
                     pipeline.catch_up()
                     return 0
-                stop.wait(interval)
+                stop.wait(min(intervals.values(), default=1.0))
             return 0
         finally:
             pipeline.close()
@@ -321,10 +258,10 @@ def _check_until(until: Mapping[str, int], app: App, watched: set[str]) -> None:
         )
 
 
-def _report_node_failure(chain: str, exc: DrainwatchError, pause: float) -> None:
+def _report_failure(chain: str, exc: Exception, pause: float) -> None:
     print(
-        f"drainwatch: {chain}: {exc} — this chain is retried in {pause:.0f} s, the others go "
-        f"on / このチェーンは {pause:.0f} 秒後に再試行します（他のチェーンの監視は継続）",
+        f"drainwatch: {chain}: {exc} — retried in {pause:.0f} s, the other chains go on / "
+        f"{pause:.0f} 秒後に再試行します（他のチェーンの監視は継続）",
         file=sys.stderr,
     )
 

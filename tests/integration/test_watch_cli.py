@@ -117,6 +117,7 @@ def test_missing_database_password_variable(
     err = capsys.readouterr().err
     assert "store.password_env" in err and "DW_TEST_DB_PASSWORD" in err
     monkeypatch.setenv("DW_TEST_DB_PASSWORD", "not-needed-with-trust-auth")
+    assert main(["watch", str(config), "--until-height", f"dev={node.head()}"]) == 0
     assert main(["alerts", str(config)]) == 0
 
 
@@ -303,3 +304,88 @@ def test_a_relative_sqlite_path_is_relative_to_the_config_file(
     assert (tmp_path / "cfg" / "rel.db").exists()
     assert not (tmp_path / "elsewhere" / "rel.db").exists()
     assert main(["alerts", "../cfg/dw.yaml"]) == 0  # found from another directory too
+
+
+class Blackhole:
+    """A node that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self._server = socket.socket()
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(16)
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self.connections: list[socket.socket] = []
+        self.accepted = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+            self.accepted.set()
+
+    def first_still_waiting(self) -> bool:
+        """The first request is still unanswered and its client has not given up on it."""
+        import socket
+
+        conn = self.connections[0]
+        conn.setblocking(False)
+        try:
+            return conn.recv(1, socket.MSG_PEEK) != b""
+        except BlockingIOError:
+            return True  # nothing to read, not closed: still waiting
+
+    def close(self) -> None:
+        self._server.close()
+        for conn in self.connections:
+            conn.close()
+
+
+def test_a_node_that_never_answers_delays_only_its_own_chain(
+    tmp_path: Path, anvil_url: str
+) -> None:
+    import io
+    import threading
+    import time
+
+    from drainwatch.store import open_store
+    from drainwatch.wiring import run_watch
+
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    hole = Blackhole()
+    db = tmp_path / "two.db"
+    config = _config(tmp_path, node, anvil_url, f"sqlite:///{db}")
+    stuck = (
+        "chains:\n  stuck:\n    kind: evm\n    network: devnet\n    chain_id: 31337\n"
+        f'    rpc: [{{url: "{hole.url}"}}]\n'
+    )
+    config.write_text(config.read_text().replace("chains:\n", stuck, 1))  # listed first
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_watch, args=(config, {}), kwargs={"stop": stop, "stream": io.StringIO()}
+    )
+    thread.start()
+    try:
+        assert hole.accepted.wait(30)  # the stuck chain's first request hangs ...
+        store = open_store(f"sqlite:///{db}")
+        deadline = time.monotonic() + 30
+        while store.get_checkpoint("dev") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        drain = node.send(node.accounts[2], node.accounts[8], 10**18)
+        while not store.alerts() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # ... and meanwhile the other chain was followed and its drain alerted.
+        assert [a.tx_hash for a in store.alerts()] == [drain.lower()]
+        assert hole.first_still_waiting()
+        store.close()
+    finally:
+        stop.set()
+        hole.close()
+        thread.join(timeout=60)
+    assert not thread.is_alive()

@@ -68,6 +68,7 @@ class EvmFollower:
         max_reorg_depth: int = 128,
         after_publish: Callable[[], object] | None = None,
         notice: Callable[[str], None] = log.warning,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
         self.chain = chain
         self._rpc = rpc
@@ -79,6 +80,7 @@ class EvmFollower:
         self._max_reorg_depth = max_reorg_depth
         self._after_publish = after_publish
         self._extractor = BlockExtractor(chain.name, rpc, self._watched, notice=notice)
+        self._prepare = prepare  # start-up checks (endpoints' chain ids), run by the first step
         self._stalled: tuple[int, int] = (-1, 0)  # (height, consecutive not-ready attempts)
         self._unpublished_steps = 0
         self.reorgs = 0
@@ -94,6 +96,9 @@ class EvmFollower:
 
     def step(self, until: int | None = None) -> int:
         """Process every block up to the confirmed head (or ``until``); return how many."""
+        if self._prepare is not None:
+            self._prepare()
+            self._prepare = None
         target = self.confirmed_height(self.node_head())
         if until is not None:
             target = min(target, until)
