@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from drainwatch.model import BlockRef, Transfer
+from drainwatch.model import BlockRef, ControlChange, Transfer
 
 
 @dataclass(frozen=True)
@@ -37,18 +37,31 @@ class TransferSeen:
     transfer: Transfer
 
 
-Event = BlockConnected | BlockDisconnected | TransferSeen
+@dataclass(frozen=True)
+class ControlChangeSeen:
+    """A change of control of a watched wallet: owners, threshold, implementation, approvals."""
 
-EVENT_TYPES: dict[str, type[BlockConnected] | type[BlockDisconnected] | type[TransferSeen]] = {
+    change: ControlChange
+
+
+Event = BlockConnected | BlockDisconnected | TransferSeen | ControlChangeSeen
+
+EVENT_TYPES: dict[
+    str,
+    type[BlockConnected] | type[BlockDisconnected] | type[TransferSeen] | type[ControlChangeSeen],
+] = {
     "block_connected": BlockConnected,
     "block_disconnected": BlockDisconnected,
     "transfer": TransferSeen,
+    "control_change": ControlChangeSeen,
 }
 
 
 def event_chain(event: Event) -> str:
     if isinstance(event, TransferSeen):
         return event.transfer.chain
+    if isinstance(event, ControlChangeSeen):
+        return event.change.chain
     return event.chain
 
 
@@ -58,5 +71,8 @@ def event_key(event: Event) -> str:
         t = event.transfer
         height = t.block.height if t.block else "pending"
         return f"transfer:{t.chain}:{t.tx_hash}:{t.index}:{t.status}:{height}"
+    if isinstance(event, ControlChangeSeen):
+        chain, anchor, index = event.change.key
+        return f"control:{chain}:{anchor}:{index}:{event.change.status}"
     kind = "connected" if isinstance(event, BlockConnected) else "disconnected"
     return f"block:{event.chain}:{event.block.height}:{event.block.hash}:{kind}"

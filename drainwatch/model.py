@@ -46,6 +46,21 @@ class TransferKind(StrEnum):
     UTXO = "utxo"
 
 
+class ControlKind(StrEnum):
+    """A change of who or what controls a watched wallet (DESIGN.md §1: a signed transaction is
+    not proof of a legitimate one; the Feb 2025 Safe drain swapped the implementation first)."""
+
+    APPROVAL = "approval"  # ERC-20 Approval (EIP-2612 permits show as one), ERC-721 Approval
+    APPROVAL_FOR_ALL = "approval_for_all"  # ERC-721 / ERC-1155 operator approval
+    OWNER_ADDED = "owner_added"
+    OWNER_REMOVED = "owner_removed"
+    THRESHOLD_CHANGED = "threshold_changed"
+    GUARD_CHANGED = "guard_changed"
+    MODULE_ENABLED = "module_enabled"
+    MASTER_COPY_CHANGED = "master_copy_changed"  # a Safe's singleton, by its event
+    IMPLEMENTATION_CHANGED = "implementation_changed"  # EIP-1967 Upgraded, or seen in storage
+
+
 class TransferStatus(StrEnum):
     PENDING = "pending"
     CONFIRMED = "confirmed"
@@ -186,6 +201,36 @@ class Transfer:
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.chain, self.tx_hash, self.index)
+
+
+@dataclass(frozen=True)
+class ControlChange:
+    """A change of control of a watched wallet, keyed by (chain, tx_hash or block hash, index).
+
+    ``wallet_address`` is the watched address whose control changed: the Safe or proxy for
+    owner, threshold, guard, module and implementation changes; the approving owner for
+    approvals, with ``contract`` the token. ``subject`` is the owner, spender, operator, guard,
+    module or new implementation; ``value`` the new threshold or the approved amount (for
+    ``approval_for_all``: 1 approved, 0 revoked). ``index`` is ``log:N`` for an event, or
+    ``slot:eip1967`` / ``slot:0`` for a change seen in storage, which has no ``tx_hash``.
+    """
+
+    chain: str
+    index: str
+    wallet_address: str
+    kind: ControlKind
+    status: TransferStatus
+    tx_hash: str | None = None
+    subject: str | None = None
+    value: int | None = field(default=None, metadata=AMOUNT)
+    contract: str | None = None
+    block: BlockRef | None = None
+    block_time: datetime | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        anchor = self.tx_hash or (self.block.hash if self.block else "")
+        return (self.chain, anchor, self.index)
 
 
 @dataclass(frozen=True)

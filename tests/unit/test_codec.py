@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 
 from drainwatch import codec
 from drainwatch.errors import CodecError
-from drainwatch.events import BlockConnected, BlockDisconnected, TransferSeen
+from drainwatch.events import BlockConnected, BlockDisconnected, ControlChangeSeen, TransferSeen
 from drainwatch.model import (
     Alert,
     Asset,
     BlockRef,
     Chain,
+    ControlChange,
     Custody,
     Incident,
     Limit,
@@ -47,6 +48,12 @@ STRATEGIES = {
     BlockRef: blocks,
     Transfer: st.builds(
         Transfer, amount=UINT256, block=st.none() | blocks, block_time=st.none() | times
+    ),
+    ControlChange: st.builds(
+        ControlChange,
+        value=st.none() | UINT256,
+        block=st.none() | blocks,
+        block_time=st.none() | times,
     ),
     Alert: st.builds(
         Alert,
@@ -84,9 +91,12 @@ def test_strategies_cover_every_model_dataclass() -> None:
         st.builds(BlockConnected, block=blocks, block_time=times, parent_hash=hex32),
         st.builds(BlockDisconnected, block=blocks),
         st.builds(TransferSeen, transfer=STRATEGIES[Transfer]),
+        st.builds(ControlChangeSeen, change=STRATEGIES[ControlChange]),
     )
 )
-def test_events_round_trip(event: BlockConnected | BlockDisconnected | TransferSeen) -> None:
+def test_events_round_trip(
+    event: BlockConnected | BlockDisconnected | TransferSeen | ControlChangeSeen,
+) -> None:
     assert codec.loads_event(codec.dumps_event(event)) == event
 
 
@@ -170,4 +180,5 @@ def test_model_amount_fields_are_marked() -> None:
         ("Limit", "max_window"),
         ("Transfer", "amount"),
         ("Alert", "amount"),
+        ("ControlChange", "value"),
     }
