@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from alerts.rules import COLD_OUTFLOW, WalletBook
+from alerts.rules import COLD_OUTFLOW, CONTROL_PREFIX, WalletBook
 from drainwatch.addresses import is_valid_evm_address, to_checksum
 from drainwatch.model import (
     NATIVE_ASSET_ID,
@@ -33,6 +33,24 @@ _STATE = {
 }
 _RULE_TITLE = {
     COLD_OUTFLOW: ("Outflow from cold wallet", "コールドウォレットからの送金"),
+    CONTROL_PREFIX + "approval": ("Token approval by wallet", "ウォレットによるトークン承認"),
+    CONTROL_PREFIX + "approval_for_all": (
+        "Operator approved for all tokens",
+        "全トークンの操作権限の付与",
+    ),
+    CONTROL_PREFIX + "owner_added": ("Multisig owner added", "マルチシグ署名者の追加"),
+    CONTROL_PREFIX + "owner_removed": ("Multisig owner removed", "マルチシグ署名者の削除"),
+    CONTROL_PREFIX + "threshold_changed": ("Multisig threshold changed", "マルチシグ閾値の変更"),
+    CONTROL_PREFIX + "guard_changed": ("Safe guard changed", "Safe ガードの変更"),
+    CONTROL_PREFIX + "module_enabled": ("Safe module enabled", "Safe モジュールの有効化"),
+    CONTROL_PREFIX + "master_copy_changed": (
+        "Safe singleton (implementation) changed",
+        "Safe シングルトン（実装）の変更",
+    ),
+    CONTROL_PREFIX + "implementation_changed": (
+        "Proxy implementation changed",
+        "プロキシ実装の変更",
+    ),
 }
 _ROLE = {"hot": "ホット", "warm": "ウォーム", "cold": "コールド"}
 
@@ -83,17 +101,45 @@ def render(alert: Alert, chain: Chain, assets: Mapping[str, Asset], book: Wallet
     link = ""
     if chain.explorer_tx_url and alert.tx_hash:
         link = "\n  " + chain.explorer_tx_url.replace("{tx}", alert.tx_hash)
+    what_en, what_ja = f"amount {amount} → {dest_en}", f"金額 {amount} → 送金先 {dest_ja}"
+    if alert.rule_id.startswith(CONTROL_PREFIX):
+        what_en, what_ja = _control_text(alert, chain, assets, dest)
     en = (
         f"[{sev_en}] {title_en}: {alert.wallet} ({role}, {custody}) on {chain.name}\n"
-        f"  amount {amount} → {dest_en}\n"
+        f"  {what_en}\n"
         f"  tx {alert.tx_hash or '-'}  block {block}\n"
         f"  state {state_en}  rule {alert.rule_id}  alert {alert.id}{link}"
     )
     ja = (
         f"【{sev_ja}】{title_ja}: {alert.wallet}（{_ROLE.get(role, role)}, {custody}）"
         f" チェーン {chain.name}\n"
-        f"  金額 {amount} → 送金先 {dest_ja}\n"
+        f"  {what_ja}\n"
         f"  取引 {alert.tx_hash or '-'}  ブロック {block}\n"
         f"  状態 {state_ja}  ルール {alert.rule_id}  アラート {alert.id}{link}"
     )
     return AlertText(en=en, ja=ja)
+
+
+def _control_text(
+    alert: Alert, chain: Chain, assets: Mapping[str, Asset], subject: str
+) -> tuple[str, str]:
+    kind = alert.rule_id.removeprefix(CONTROL_PREFIX)
+    if kind == "approval":
+        token = (alert.asset or "").split("/")[0]
+        asset = assets.get(token)
+        if asset is not None and alert.amount is not None and "/" not in (alert.asset or ""):
+            allowance = f"{format_amount(alert.amount, asset.decimals)} {asset.symbol}"
+        else:
+            allowance = f"{alert.amount} base units of token {alert.asset}"
+        return (
+            f"spender {subject} may now move {allowance}",
+            f"承認先 {subject} が {allowance} を移動可能になりました",
+        )
+    if kind == "approval_for_all":
+        return (
+            f"operator {subject} may now move every token of {alert.asset}",
+            f"操作者 {subject} が {alert.asset} の全トークンを移動可能になりました",
+        )
+    if kind == "threshold_changed":
+        return (f"new threshold {alert.amount}", f"新しい閾値 {alert.amount}")
+    return (f"now {subject}", f"変更後 {subject}")

@@ -13,10 +13,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from drainwatch.events import Event, TransferSeen
+from drainwatch.events import ControlChangeSeen, Event, TransferSeen
 from drainwatch.model import (
     Alert,
     AlertState,
+    ControlChange,
+    ControlKind,
+    CustodyKind,
     Severity,
     Transfer,
     TransferStatus,
@@ -25,6 +28,8 @@ from drainwatch.model import (
 )
 
 COLD_OUTFLOW = "cold-outflow"
+#: Rule ids of control changes: ``control/<kind>``, e.g. ``control/owner_added``.
+CONTROL_PREFIX = "control/"
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,10 @@ class RulePolicy:
     #: A cold wallet moving funds to another of the exchange's own wallets (a refill) is still
     #: reported, at this lower severity, until planned movements are known (expectations).
     cold_internal_severity: Severity = Severity.WARNING
+    #: Every change of who controls a watched wallet: owners, threshold, guard, modules,
+    #: implementation, and approvals to a spender that is not on the wallet's allowlist.
+    control_changes: bool = True
+    control_severity: Severity = Severity.CRITICAL
 
 
 class WalletBook:
@@ -56,6 +65,15 @@ class WalletBook:
     def addresses(self, chain: str) -> list[str]:
         return [a for (c, a) in self._owner if c == chain]
 
+    def multisig_addresses(self, chain: str) -> list[str]:
+        """Addresses of multisig wallets: on EVM chains, Safe-like contract wallets."""
+        return [
+            a.lower()
+            for w in self.wallets
+            if w.chain == chain and w.custody.kind is CustodyKind.MULTISIG
+            for a in w.addresses
+        ]
+
 
 def alert_id(rule_id: str, subject: tuple[str, str, str]) -> str:
     digest = hashlib.sha256("|".join((rule_id, *subject)).encode()).hexdigest()
@@ -71,12 +89,44 @@ def alert_state(status: TransferStatus) -> AlertState:
 
 
 def evaluate(event: Event, book: WalletBook, policy: RulePolicy, now: datetime) -> list[Alert]:
+    if isinstance(event, ControlChangeSeen):
+        return _control_change(event.change, book, policy, now) if policy.control_changes else []
     if not isinstance(event, TransferSeen):
         return []
     alerts: list[Alert] = []
     if policy.cold_outflow:
         alerts += _cold_outflow(event.transfer, book, policy, now)
     return alerts
+
+
+def _control_change(
+    change: ControlChange, book: WalletBook, policy: RulePolicy, now: datetime
+) -> list[Alert]:
+    wallet = book.owner(change.chain, change.wallet_address)
+    if wallet is None:
+        return []
+    if change.kind in (ControlKind.APPROVAL, ControlKind.APPROVAL_FOR_ALL):
+        allowed = {a.lower() for a in wallet.allowlist}
+        if not change.value or (change.subject or "").lower() in allowed:
+            return []  # a revocation, or an approval to a spender the exchange planned
+    rule_id = CONTROL_PREFIX + change.kind.value
+    return [
+        Alert(
+            id=alert_id(rule_id, change.key),
+            rule_id=rule_id,
+            severity=policy.control_severity,
+            state=alert_state(change.status),
+            chain=change.chain,
+            wallet=wallet.name,
+            subject=change.key,
+            raised_at=now,
+            tx_hash=change.tx_hash,
+            block=change.block,
+            asset=change.contract,
+            amount=change.value,
+            counterparty=change.subject,
+        )
+    ]
 
 
 def _cold_outflow(t: Transfer, book: WalletBook, policy: RulePolicy, now: datetime) -> list[Alert]:

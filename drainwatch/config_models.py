@@ -308,8 +308,17 @@ class ColdOutflowRule(ConfigModel):
     severity: Severity = Severity.CRITICAL
 
 
+class ControlChangeRule(ConfigModel):
+    """Owners, threshold, guard, modules, implementation of a watched wallet, and approvals
+    from it to a spender not on its allowlist."""
+
+    enabled: Annotated[bool, Field(strict=True)] = True
+    severity: Severity = Severity.CRITICAL
+
+
 class RulesSettings(ConfigModel):
     cold_outflow: ColdOutflowRule = ColdOutflowRule()
+    control_changes: ControlChangeRule = ControlChangeRule()
 
 
 class AlertsSettings(ConfigModel):

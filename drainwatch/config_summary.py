@@ -56,12 +56,12 @@ def unenforced(settings: Settings) -> list[tuple[str, str]]:
         names = ", ".join(evm)
         out.append(
             (
-                f"EVM chains ({names}): wallet-configuration changes (token approvals, multisig "
-                "owners and threshold, proxy implementation) and pending (mempool) transactions "
-                "are watched from issue #3; native, internal and token transfers are watched now",
-                f"EVM チェーン（{names}）: ウォレット構成の変更（トークン承認、マルチシグの署名者・"
-                "閾値、プロキシ実装）と未承認（メモリプール）取引の監視は issue #3 から。"
-                "ネイティブ・内部・トークン送金は監視済み",
+                f"EVM chains ({names}): pending (mempool) transactions are watched from "
+                "issue #3; native, internal and token transfers and wallet-configuration changes "
+                "(approvals, multisig owners and threshold, implementations) are watched now",
+                f"EVM チェーン（{names}）: 未承認（メモリプール）取引の監視は issue #3 から。"
+                "ネイティブ・内部・トークン送金とウォレット構成の変更（承認、マルチシグの署名者・閾値、"
+                "実装）は監視済み",
             )
         )
     kinds = sorted({c.kind for c in settings.alerts.channels if c.kind != "console"})

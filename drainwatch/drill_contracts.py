@@ -29,3 +29,22 @@ EMITTER_INITCODE = _initcode(
 # Forwards its call value to the address in calldata: CALL(gas, to, callvalue, 0, 0, 0, 0),
 # an internal transfer that only traces show.
 FORWARDER_INITCODE = _initcode("600060006000600034600035" + "5af100")
+
+APPROVAL_TOPIC = "8c5be1e5ebec7d5bd14f71427d1e84f3dd0314c0f7b2291e5b200ac8c7c3b925"
+ADDED_OWNER_TOPIC = "9465fa0c962cc76958e6373a993326400c1c94f8be2fe3a952adfa7f60b2ea26"
+EIP1967_SLOT = "360894a13ba1a3210667c828492db98dca3e2076cc3735a920a3ca505d382bbc"
+
+# An "approving token": calldata (spender, amount) emits Approval(caller, spender, amount).
+APPROVER_INITCODE = _initcode(
+    "602035600052" + "600035" + "33" + "7f" + APPROVAL_TOPIC + "60206000a300"
+)
+
+# A "multisig" whose every call reports an owner added, Safe 1.3 style (owner in the data):
+# MSTORE(0, calldata[0:32]); LOG1(0, 32, AddedOwner).
+OWNER_ADDER_INITCODE = _initcode("600035600052" + "7f" + ADDED_OWNER_TOPIC + "60206000a100")
+
+
+def slot_writer_initcode(slot_hex: str) -> str:
+    """A contract whose every call writes calldata[0:32] into storage ``slot`` and says nothing:
+    an upgrade that no log filter sees. SSTORE(slot, calldata[0:32])."""
+    return _initcode("600035" + "7f" + slot_hex.rjust(64, "0") + "5500")

@@ -16,6 +16,7 @@ from drainwatch.model import (
     Alert,
     AlertState,
     BlockRef,
+    ControlChange,
     Incident,
     TimelineEntry,
     Transfer,
@@ -37,13 +38,15 @@ class Store(Protocol):
         """The newest non-orphaned blocks as (block, parent_hash), highest first."""
 
     def orphan_block(self, chain: str, block: BlockRef) -> int:
-        """Mark a block and every transfer in it orphaned; returns the transfers changed.
-        The watcher's call: the block rows are its view of the chain."""
+        """Mark a block and every transfer and control change in it orphaned; returns how many
+        transfers and control changes changed (together). The watcher's call: the block rows
+        are its view of the chain."""
 
     def orphan_transfers(self, chain: str, block: BlockRef) -> int:
-        """Mark every transfer in a block orphaned, leaving the block rows alone: the
+        """Mark every transfer and every control change in a block orphaned, leaving the block
+        rows alone; returns how many transfers and control changes changed (together). The
         processor's call, which may run late and must not undo a block the watcher has since
-        recorded again."""
+        recorded again. (The name predates control changes: it retracts both.)"""
 
     def upsert_transfers(self, transfers: Iterable[Transfer]) -> int:
         """Insert new transfers, move known ones to their new status or block.
@@ -60,6 +63,23 @@ class Store(Protocol):
     ) -> list[Transfer]:
         """Transfers, oldest first, optionally filtered by chain and by one or more addresses
         appearing as sender or receiver (compared case-insensitively)."""
+
+    def upsert_control_changes(self, changes: Iterable[ControlChange]) -> int:
+        """Insert new control changes, move known ones to their new status or block; a
+        confirmed change is never sent back to pending.
+
+        Keyed on ``ControlChange.key``: (chain, tx_hash, index), or (chain, block hash, index)
+        for a change seen in storage, which has no tx_hash. Returns how many rows were inserted
+        or changed; a replay of the same changes returns 0. The last sighting of a key in one
+        call wins.
+        """
+
+    def control_changes(
+        self, chain: str | None = None, address: str | None = None
+    ) -> list[ControlChange]:
+        """Control changes, oldest first (by block height, then the order they entered their
+        block; pending ones last), optionally filtered by chain and by ``wallet_address``
+        (compared case-insensitively)."""
 
     def get_checkpoint(self, chain: str) -> BlockRef | None:
         """The last block whose events were all published, or None before the first."""

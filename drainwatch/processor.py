@@ -18,7 +18,7 @@ from alerts.render import render
 from alerts.rules import RulePolicy, WalletBook, evaluate
 from drainwatch import codec
 from drainwatch.errors import BusError, CodecError
-from drainwatch.events import BlockDisconnected, Event, TransferSeen
+from drainwatch.events import BlockDisconnected, ControlChangeSeen, Event, TransferSeen
 from drainwatch.model import Alert, AlertState, Asset, Chain, ChainKind
 from drainwatch.ports import AlertSink, Message, Store
 
@@ -56,8 +56,11 @@ class Processor:
         self.handle(event)
 
     def handle(self, event: Event) -> None:
-        if isinstance(event, TransferSeen):
-            self._store.upsert_transfers([event.transfer])
+        if isinstance(event, TransferSeen | ControlChangeSeen):
+            if isinstance(event, TransferSeen):
+                self._store.upsert_transfers([event.transfer])
+            else:
+                self._store.upsert_control_changes([event.change])
             for alert in evaluate(event, self._book, self._policy, self._clock()):
                 self._raise(alert)
         elif isinstance(event, BlockDisconnected):

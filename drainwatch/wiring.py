@@ -155,8 +155,13 @@ def build_sinks(settings: Settings, stream: TextIO | None = None) -> list[AlertS
 
 
 def rule_policy(settings: Settings) -> RulePolicy:
-    rule = settings.alerts.rules.cold_outflow
-    return RulePolicy(cold_outflow=rule.enabled, cold_outflow_severity=Severity(rule.severity))
+    rules = settings.alerts.rules
+    return RulePolicy(
+        cold_outflow=rules.cold_outflow.enabled,
+        cold_outflow_severity=Severity(rules.cold_outflow.severity),
+        control_changes=rules.control_changes.enabled,
+        control_severity=Severity(rules.control_changes.severity),
+    )
 
 
 def build_pipeline(
@@ -206,6 +211,7 @@ def build_pipeline(
                 start_height=(start_heights or {}).get(name),
                 after_publish=after_publish,
                 prepare=prepare,
+                safes=app.book.multisig_addresses(name),
             )
         )
     return pipeline

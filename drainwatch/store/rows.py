@@ -10,6 +10,8 @@ from drainwatch.model import (
     Alert,
     AlertState,
     BlockRef,
+    ControlChange,
+    ControlKind,
     Incident,
     IncidentStatus,
     Severity,
@@ -19,7 +21,13 @@ from drainwatch.model import (
     TransferKind,
     TransferStatus,
 )
-from drainwatch.store.schema import AlertRow, IncidentRow, TimelineEntryRow, TransferRow
+from drainwatch.store.schema import (
+    AlertRow,
+    ControlChangeRow,
+    IncidentRow,
+    TimelineEntryRow,
+    TransferRow,
+)
 
 
 def transfer_to_row(t: Transfer) -> dict[str, Any]:
@@ -56,6 +64,42 @@ def transfer_from_row(r: TransferRow) -> Transfer:
         amount=r.amount,
         kind=TransferKind(r.kind),
         status=TransferStatus(r.status),
+        block=block_ref(r.block_height, r.block_hash),
+        block_time=r.block_time,
+    )
+
+
+def control_change_to_row(c: ControlChange) -> dict[str, Any]:
+    chain, anchor, index = c.key
+    return {
+        "chain": chain,
+        "anchor": anchor,
+        "change_index": index,
+        "tx_hash": c.tx_hash,
+        "wallet_address": c.wallet_address,
+        "wallet_lower": c.wallet_address.lower(),
+        "kind": c.kind.value,
+        "status": c.status.value,
+        "subject": c.subject,
+        "value": c.value,
+        "contract": c.contract,
+        "block_height": c.block.height if c.block else None,
+        "block_hash": c.block.hash if c.block else None,
+        "block_time": c.block_time,
+    }
+
+
+def control_change_from_row(r: ControlChangeRow) -> ControlChange:
+    return ControlChange(
+        chain=r.chain,
+        index=r.change_index,
+        wallet_address=r.wallet_address,
+        kind=ControlKind(r.kind),
+        status=TransferStatus(r.status),
+        tx_hash=r.tx_hash,
+        subject=r.subject,
+        value=r.value,
+        contract=r.contract,
         block=block_ref(r.block_height, r.block_hash),
         block_time=r.block_time,
     )

@@ -138,6 +138,39 @@ class TransferRow(Base):
     block_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class ControlChangeRow(Base):
+    """A ``drainwatch.model.ControlChange``, keyed as its ``key``: (chain, anchor, index).
+
+    ``anchor`` is the transaction hash, or the block hash for a change seen in storage (which
+    has no transaction); ``tx_hash`` keeps which of the two it was. ``position`` orders the
+    changes inside a block, as ``TransferRow.position`` does the transfers.
+    """
+
+    __tablename__ = "control_changes"
+    __table_args__ = (
+        Index("ix_control_changes_wallet", "wallet_lower", "chain"),
+        Index("ix_control_changes_block", "chain", "block_hash"),
+        Index("ix_control_changes_position", "position"),
+    )
+
+    chain: Mapped[str] = mapped_column(Text, primary_key=True)
+    anchor: Mapped[str] = mapped_column(Text, primary_key=True)
+    change_index: Mapped[str] = mapped_column(Text, primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str | None] = mapped_column(Text)
+    wallet_address: Mapped[str] = mapped_column(Text)
+    # Lower-cased copy, for a case-insensitive lookup by plain indexed equality (see transfers).
+    wallet_lower: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
+    value: Mapped[int | None] = mapped_column(Amount)
+    contract: Mapped[str | None] = mapped_column(Text)
+    block_height: Mapped[int | None] = mapped_column(BigInteger)
+    block_hash: Mapped[str | None] = mapped_column(Text)
+    block_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 class CheckpointRow(Base):
     __tablename__ = "checkpoints"
 

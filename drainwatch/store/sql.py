@@ -1,8 +1,9 @@
 """``SqlStore``: the ``drainwatch.ports.Store`` port on SQLite or PostgreSQL.
 
 Every write is an ``INSERT ... ON CONFLICT`` on the row's natural key, so that replaying an
-event once more changes nothing and reports 0. A batch of transfers is one statement executed
-for many rows in one transaction: no statement is compiled, nor waited for, row by row.
+event once more changes nothing and reports 0. A batch of transfers (or of control changes) is
+one statement executed for many rows in one transaction: no statement is compiled, nor waited
+for, row by row.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, or_, select, update
+from sqlalchemy import Connection, Engine, Table, and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -23,6 +24,7 @@ from drainwatch.model import (
     Alert,
     AlertState,
     BlockRef,
+    ControlChange,
     Incident,
     TimelineEntry,
     Transfer,
@@ -31,6 +33,8 @@ from drainwatch.model import (
 from drainwatch.store.rows import (
     alert_from_row,
     alert_to_row,
+    control_change_from_row,
+    control_change_to_row,
     incident_from_row,
     incident_to_row,
     timeline_digest,
@@ -43,14 +47,17 @@ from drainwatch.store.schema import (
     Base,
     BlockRow,
     CheckpointRow,
+    ControlChangeRow,
     IncidentRow,
     TimelineEntryRow,
     TransferRow,
 )
 
-#: Serialises transfer writers on PostgreSQL so that positions never tie (SQLite writers are
-#: serialised by its write lock already). Any constant works; this one spells "drainw".
+#: Serialise the writers of transfers, and of control changes, on PostgreSQL so that positions
+#: never tie (SQLite writers are serialised by its write lock already). Any constants work; these
+#: spell "drainw" and "dwctrl".
 _POSITION_LOCK = 0x647261696E77
+_CONTROL_POSITION_LOCK = 0x64776374726C
 
 #: Execution options of writes: SQLite begins them IMMEDIATE (see __init__), and rowcount is
 #: kept for INSERT too (SQLAlchemy otherwise promises it for UPDATE and DELETE only).
@@ -147,30 +154,36 @@ class SqlStore:
         return [(BlockRef(r.height, r.hash), r.parent_hash) for r in rows]
 
     def orphan_block(self, chain: str, block: BlockRef) -> int:
+        """See the port: the block, its transfers and its control changes; returns how many
+        transfers and control changes changed."""
         with self._write("orphan_block") as conn:
             conn.execute(
                 update(BlockRow)
                 .where(BlockRow.chain == chain, BlockRow.hash == block.hash)
                 .values(orphaned=True)
             )
-            return self._orphan_transfers(conn, chain, block)
+            return self._orphan_events(conn, chain, block)
 
     def orphan_transfers(self, chain: str, block: BlockRef) -> int:
+        """See the port: the block's transfers and control changes, not the block row."""
         with self._write("orphan_transfers") as conn:
-            return self._orphan_transfers(conn, chain, block)
+            return self._orphan_events(conn, chain, block)
 
     @staticmethod
-    def _orphan_transfers(conn: Connection, chain: str, block: BlockRef) -> int:
-        result = conn.execute(
-            update(TransferRow)
-            .where(
-                TransferRow.chain == chain,
-                TransferRow.block_hash == block.hash,
-                TransferRow.status != _ORPHANED,
+    def _orphan_events(conn: Connection, chain: str, block: BlockRef) -> int:
+        changed = 0
+        for entity in (TransferRow, ControlChangeRow):
+            result = conn.execute(
+                update(entity)
+                .where(
+                    entity.chain == chain,
+                    entity.block_hash == block.hash,
+                    entity.status != _ORPHANED,
+                )
+                .values(status=_ORPHANED)
             )
-            .values(status=_ORPHANED)
-        )
-        return int(result.rowcount)
+            changed += int(result.rowcount)
+        return changed
 
     def get_checkpoint(self, chain: str) -> BlockRef | None:
         with self._read("get_checkpoint") as session:
@@ -194,22 +207,32 @@ class SqlStore:
         # The last sighting of a key in one call wins, as if they had come one call each; it also
         # keeps PostgreSQL from refusing a statement that would update one row twice.
         latest = {t.key: t for t in transfers}
-        if not latest:
-            return 0
         rows = [transfer_to_row(t) for t in latest.values()]
-        statement = self._upsert_transfers_statement()
-        with self._write("upsert_transfers") as conn:
+        return self._upsert_positioned(
+            "upsert_transfers", TransferRow, rows, ["chain", "tx_hash", "tx_index"], _POSITION_LOCK
+        )
+
+    def _upsert_positioned(
+        self, action: str, entity: type[Base], rows: list[dict[str, Any]], key: list[str], lock: int
+    ) -> int:
+        """Upsert ``rows`` (unique on ``key``) of a table with a ``position`` and a status."""
+        if not rows:
+            return 0
+        table = Base.metadata.tables[entity.__tablename__]  # Core: no ORM bulk path
+        statement = self._upsert_statement(table, key)
+        with self._write(action) as conn:
             if self._postgres:
-                conn.execute(select(func.pg_advisory_xact_lock(_POSITION_LOCK)))
-            start = conn.scalar(select(func.coalesce(func.max(TransferRow.position), 0))) or 0
+                conn.execute(select(func.pg_advisory_xact_lock(lock)))
+            start = conn.scalar(select(func.coalesce(func.max(table.c.position), 0))) or 0
             for position, row in enumerate(rows, start=start + 1):
                 row["position"] = position
             # executemany of one cached statement: SQLAlchemy sends PostgreSQL multi-row
             # batches ("insertmanyvalues"), and sqlite3 steps it in C without re-parsing.
-            return conn.execute(statement, rows).rowcount
+            return int(conn.execute(statement, rows).rowcount)
 
-    def _upsert_transfers_statement(self) -> Any:
-        table = Base.metadata.tables[TransferRow.__tablename__]  # Core: no ORM bulk path
+    def _upsert_statement(self, table: Table, key: list[str]) -> Any:
+        """Insert, or move a known key to its new status and block (never confirmed back to
+        pending); only those change: the key fixes the rest of the row."""
         stmt = postgresql.insert(table) if self._postgres else sqlite.insert(table)
         new, old = stmt.excluded, table.c
         moved = or_(
@@ -218,17 +241,17 @@ class SqlStore:
             old.block_height.is_distinct_from(new.block_height),
             old.block_time.is_distinct_from(new.block_time),
         )
-        # A late or replayed mempool sighting must not demote a transfer already mined: after a
-        # reorg it is first orphaned, and only then may it become pending again.
+        # A late or replayed mempool sighting must not demote a row already mined: after a reorg
+        # it is first orphaned, and only then may it become pending again.
         not_demoted = or_(new.status != _PENDING, old.status != _CONFIRMED)
         return stmt.on_conflict_do_update(
-            index_elements=["chain", "tx_hash", "tx_index"],
+            index_elements=key,
             set_={
                 "status": new.status,
                 "block_height": new.block_height,
                 "block_hash": new.block_hash,
                 "block_time": new.block_time,
-                # A transfer that enters another block takes its place at that block's end.
+                # A row that enters another block takes its place at that block's end.
                 "position": _if_distinct(
                     old.block_hash, new.block_hash, new.position, old.position
                 ),
@@ -259,6 +282,38 @@ class SqlStore:
         )
         with self._read("transfers") as session:
             return [transfer_from_row(r) for r in session.scalars(query)]
+
+    # -- control changes -----------------------------------------------------------------------
+
+    def upsert_control_changes(self, changes: Iterable[ControlChange]) -> int:
+        """See the port: as ``upsert_transfers``, keyed on ``ControlChange.key``."""
+        latest = {c.key: c for c in changes}
+        rows = [control_change_to_row(c) for c in latest.values()]
+        return self._upsert_positioned(
+            "upsert_control_changes",
+            ControlChangeRow,
+            rows,
+            ["chain", "anchor", "change_index"],
+            _CONTROL_POSITION_LOCK,
+        )
+
+    def control_changes(
+        self, chain: str | None = None, address: str | None = None
+    ) -> list[ControlChange]:
+        query = select(ControlChangeRow)
+        if chain is not None:
+            query = query.where(ControlChangeRow.chain == chain)
+        if address is not None:
+            query = query.where(ControlChangeRow.wallet_lower == address.lower())
+        query = query.order_by(
+            ControlChangeRow.block_height.asc().nulls_last(),
+            ControlChangeRow.position,
+            ControlChangeRow.chain,
+            ControlChangeRow.anchor,
+            ControlChangeRow.change_index,
+        )
+        with self._read("control_changes") as session:
+            return [control_change_from_row(r) for r in session.scalars(query)]
 
     # -- alerts --------------------------------------------------------------------------------
 

@@ -20,6 +20,8 @@ from drainwatch.model import (
     Alert,
     AlertState,
     BlockRef,
+    ControlChange,
+    ControlKind,
     Incident,
     IncidentStatus,
     Severity,
@@ -36,7 +38,7 @@ from tests.fixtures.postgres import PgServer, throwaway_cluster
 MAX = 2**256 - 1
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 JST = timezone(timedelta(hours=9))
-TABLES = "blocks, transfers, checkpoints, alerts, timeline_entries, incidents"
+TABLES = "blocks, transfers, control_changes, checkpoints, alerts, timeline_entries, incidents"
 
 StoreFactory = Callable[[], SqlStore]
 
@@ -90,6 +92,34 @@ def transfer(
         amount=amount,
         kind=TransferKind.NATIVE,
         status=status or (TransferStatus.CONFIRMED if block else TransferStatus.PENDING),
+        block=block,
+        block_time=T0 + timedelta(seconds=block.height) if block else None,
+    )
+
+
+def change(
+    tx: str | None,
+    *,
+    index: str = "log:0",
+    block: BlockRef | None = None,
+    status: TransferStatus | None = None,
+    kind: ControlKind = ControlKind.OWNER_ADDED,
+    wallet: str = "0xSafe",
+    subject: str | None = "0xNewOwner",
+    value: int | None = None,
+    contract: str | None = None,
+    chain: str = "eth",
+) -> ControlChange:
+    return ControlChange(
+        chain=chain,
+        index=index,
+        wallet_address=wallet,
+        kind=kind,
+        status=status or (TransferStatus.CONFIRMED if block else TransferStatus.PENDING),
+        tx_hash=tx,
+        subject=subject,
+        value=value,
+        contract=contract,
         block=block,
         block_time=T0 + timedelta(seconds=block.height) if block else None,
     )
@@ -199,6 +229,225 @@ def test_reorg_remines_an_orphaned_transfer_into_another_block(store: SqlStore) 
     assert store.upsert_transfers(remined) == 2
     assert store.upsert_transfers(remined) == 0
     assert store.transfers() == remined
+
+
+# -- control changes -----------------------------------------------------------------------------
+
+
+def test_control_changes_replay_changes_nothing(store: SqlStore) -> None:
+    b1 = BlockRef(1, "0xb1")
+    batch = [
+        change("0xa", block=b1),
+        change("0xa", index="log:1", block=b1, kind=ControlKind.THRESHOLD_CHANGED,
+               subject=None, value=1),
+        change("0xb", block=b1, kind=ControlKind.APPROVAL, wallet="0xHot", subject="0xSpender",
+               value=MAX, contract="0xdac17f958d2ee523a2206206994597c13d831ec7"),
+    ]  # fmt: skip
+    assert store.control_changes() == []
+    assert store.upsert_control_changes(batch) == 3
+    assert store.upsert_control_changes(batch) == 0
+    assert store.upsert_control_changes([]) == 0
+    assert store.upsert_control_changes(iter(batch)) == 0
+    assert store.control_changes() == batch
+    assert store.transfers() == []  # a table of its own
+
+
+def test_control_changes_decode_equal_to_what_was_stored(store: SqlStore) -> None:
+    """Every field, None included, comes back as the dataclass that went in."""
+    b = BlockRef(9, "0xb9")
+    every_field = ControlChange(
+        chain="eth",
+        index="log:4",
+        wallet_address="0xAbCdEf",
+        kind=ControlKind.APPROVAL_FOR_ALL,
+        status=TransferStatus.CONFIRMED,
+        tx_hash="0xTx",
+        subject="0xOperator",
+        value=1,
+        contract="0xnft",
+        block=b,
+        block_time=datetime(2025, 3, 1, 21, 0, 0, 123456, tzinfo=JST),
+    )
+    bare = ControlChange("eth", "log:0", "0xSafe", ControlKind.GUARD_CHANGED,
+                         TransferStatus.PENDING, tx_hash="0xTy")  # fmt: skip
+    revoked = replace(every_field, index="log:5", value=0)
+    assert store.upsert_control_changes([every_field, bare, revoked]) == 3
+    assert store.control_changes() == [every_field, revoked, bare]
+    back = store.control_changes()[0]
+    assert back.block_time == every_field.block_time
+    assert back.block_time is not None and back.block_time.tzinfo is UTC
+    assert type(back.kind) is ControlKind and type(back.status) is TransferStatus
+    assert type(back.value) is int
+
+
+@pytest.mark.parametrize("value", [0, 1, 2**53 + 1, 10**40 + 7, MAX])
+def test_control_change_values_round_trip_exactly(store: SqlStore, value: int) -> None:
+    c = change("0xa", kind=ControlKind.APPROVAL, value=value, block=BlockRef(1, "0xb1"))
+    assert store.upsert_control_changes([c]) == 1
+    assert store.control_changes()[0].value == value
+    assert store.upsert_control_changes([c]) == 0
+
+
+@pytest.mark.parametrize("value", [-1, MAX + 1])
+def test_a_control_change_value_outside_uint256_is_refused(store: SqlStore, value: int) -> None:
+    with pytest.raises(StoreError, match="amount"):
+        store.upsert_control_changes([change("0xa", kind=ControlKind.APPROVAL, value=value)])
+    assert store.control_changes() == []
+
+
+def test_control_change_status_moves(store: SqlStore) -> None:
+    pending = change("0xa")
+    confirmed = change("0xa", block=BlockRef(5, "0xb5"))
+    orphaned = change("0xa", block=BlockRef(5, "0xb5"), status=TransferStatus.ORPHANED)
+    assert store.upsert_control_changes([pending]) == 1
+    assert store.control_changes() == [pending]
+    assert store.upsert_control_changes([confirmed]) == 1
+    assert store.upsert_control_changes([confirmed]) == 0
+    # A late mempool sighting does not demote a mined change.
+    assert store.upsert_control_changes([pending]) == 0
+    assert store.control_changes() == [confirmed]
+    assert store.upsert_control_changes([orphaned]) == 1
+    assert store.control_changes() == [orphaned]
+    # Orphaned, it may go back to the mempool, and be mined into another block.
+    assert store.upsert_control_changes([pending]) == 1
+    remined = change("0xa", block=BlockRef(5, "0xb5new"))
+    assert store.upsert_control_changes([remined]) == 1
+    assert store.control_changes() == [remined]
+
+
+def test_control_changes_last_sighting_in_one_call_wins(store: SqlStore) -> None:
+    confirmed = change("0xa", block=BlockRef(5, "0xb5"))
+    assert store.upsert_control_changes([change("0xa"), confirmed]) == 1
+    assert store.control_changes() == [confirmed]
+
+
+def test_a_storage_change_is_keyed_by_its_block_hash(store: SqlStore) -> None:
+    """No transaction: the block hash anchors the key, so the same slot seen changed in two
+    blocks is two changes, and replaying either changes nothing."""
+    b7, b8 = BlockRef(7, "0xb7"), BlockRef(8, "0xb8")
+    in7 = change(None, index="slot:eip1967", block=b7, kind=ControlKind.IMPLEMENTATION_CHANGED,
+                 wallet="0xProxy", subject="0xImplA")  # fmt: skip
+    in8 = replace(in7, block=b8, block_time=T0 + timedelta(seconds=8), subject="0xImplB")
+    assert in7.key == ("eth", "0xb7", "slot:eip1967")
+    assert store.upsert_control_changes([in7, in8]) == 2
+    assert store.upsert_control_changes([in8, in7]) == 0
+    assert store.control_changes() == [in7, in8]
+    assert all(c.tx_hash is None for c in store.control_changes())
+    # An event in block 7 is another change: its key has its own transaction and index.
+    logged = change("0xtx", index="log:3", block=b7, kind=ControlKind.IMPLEMENTATION_CHANGED,
+                    wallet="0xProxy", subject="0xImplA")  # fmt: skip
+    assert store.upsert_control_changes([logged, in7]) == 1
+    assert store.control_changes(address="0xPROXY") == [in7, logged, in8]
+
+    # A reorg replaces block 8: its storage change is orphaned, and the new block's is new.
+    assert store.orphan_transfers("eth", b8) == 1
+    b8new = BlockRef(8, "0xb8new")
+    in8new = replace(in8, block=b8new)
+    assert store.upsert_control_changes([in8new]) == 1
+    assert store.control_changes(address="0xproxy") == [
+        in7,
+        logged,
+        replace(in8, status=TransferStatus.ORPHANED),
+        in8new,
+    ]
+
+
+def test_orphan_block_orphans_its_control_changes_too(store: SqlStore) -> None:
+    blocks = [BlockRef(h, f"0xb{h}") for h in (1, 2, 3)]
+    for b in blocks:
+        store.record_block("eth", b, f"0xb{b.height - 1}", T0)
+    store.upsert_transfers([transfer("0xa", block=blocks[2]), transfer("0xc", block=blocks[1])])
+    in3 = [
+        change("0xa", index="log:1", block=blocks[2]),
+        change(None, index="slot:0", block=blocks[2], kind=ControlKind.MASTER_COPY_CHANGED),
+    ]
+    in2 = change("0xc", block=blocks[1])
+    other_chain = change("0xa", index="log:1", block=blocks[2], chain="btc")
+    pending = change("0xd")
+    store.upsert_control_changes([*in3, in2, other_chain, pending])
+
+    assert store.orphan_block("eth", blocks[2]) == 3  # one transfer, two control changes
+    assert store.orphan_block("eth", blocks[2]) == 0
+    assert store.recent_blocks("eth", 1) == [(blocks[1], "0xb1")]
+    statuses = {c.key: c.status for c in store.control_changes()}
+    assert statuses == {
+        ("eth", "0xa", "log:1"): TransferStatus.ORPHANED,
+        ("eth", "0xb3", "slot:0"): TransferStatus.ORPHANED,
+        ("eth", "0xc", "log:0"): TransferStatus.CONFIRMED,
+        ("btc", "0xa", "log:1"): TransferStatus.CONFIRMED,
+        ("eth", "0xd", "log:0"): TransferStatus.PENDING,
+    }
+    # Only control changes in the block: the count is theirs alone.
+    assert store.orphan_block("eth", blocks[1]) == 2
+    assert store.orphan_block("btc", blocks[2]) == 1
+
+
+def test_orphan_transfers_orphans_control_changes_and_leaves_the_blocks(store: SqlStore) -> None:
+    block = BlockRef(7, "0xb7")
+    store.record_block("eth", block, "0xb6", T0)
+    store.upsert_control_changes([change("0xa", block=block), change("0xb", block=block)])
+    assert store.orphan_transfers("eth", block) == 2
+    assert store.orphan_transfers("eth", block) == 0
+    assert store.recent_blocks("eth", 5) == [(block, "0xb6")]
+    assert {c.status for c in store.control_changes()} == {TransferStatus.ORPHANED}
+    # A replay of the confirmed sightings is a real move back (the block was re-recorded).
+    assert store.upsert_control_changes([change("0xa", block=block)]) == 1
+
+
+def test_control_changes_filter_by_chain_and_wallet_ignoring_case(store: SqlStore) -> None:
+    safe = change("0x1", wallet="0xAbCd", block=BlockRef(1, "0xb1"))
+    # The subject is not the wallet: a filter on 0xabcd does not find a change naming it.
+    other = change("0x2", wallet="0x9999", subject="0xABCD", block=BlockRef(2, "0xb2"))
+    elsewhere = change("0x3", wallet="0xabcd", chain="polygon")
+    store.upsert_control_changes([safe, other, elsewhere])
+    assert store.control_changes(chain="eth", address="0xABCD") == [safe]
+    assert store.control_changes(address="0XABCD") == [safe, elsewhere]
+    assert store.control_changes(address="0x9999") == [other]
+    assert store.control_changes(address="0xnone") == []
+    assert store.control_changes(chain="polygon") == [elsewhere]
+    assert store.control_changes(chain="btc") == []
+
+
+def test_control_changes_order_is_height_then_arrival_pending_last(store: SqlStore) -> None:
+    b2, b1 = BlockRef(2, "0xb2"), BlockRef(1, "0xb1")
+    store.upsert_control_changes(
+        [
+            change("0xz", block=b2),
+            change("0xp"),
+            change("0xy", block=b1, index="log:10"),
+            change("0xy", block=b1, index="log:9"),
+            change(None, block=b2, index="slot:eip1967"),
+        ]
+    )
+    assert [c.key[1:] for c in store.control_changes()] == [
+        ("0xy", "log:10"),
+        ("0xy", "log:9"),
+        ("0xz", "log:0"),
+        ("0xb2", "slot:eip1967"),
+        ("0xp", "log:0"),
+    ]
+    store.upsert_control_changes([change("0xp", block=b1)])
+    assert [c.key[1] for c in store.control_changes()] == ["0xy", "0xy", "0xp", "0xz", "0xb2"]
+
+
+def test_control_changes_with_long_strings(store: SqlStore) -> None:
+    block = BlockRef(1, "0x" + "b" * 300)
+    c = replace(
+        change("0x" + "a" * 300, index="log:" + "7" * 296, block=block, chain="c" * 100),
+        wallet_address="0x" + "F" * 400,
+        subject="s" * 400,
+        contract="erc1155:" + "0" * 400,
+    )
+    assert store.upsert_control_changes([c]) == 1
+    assert store.upsert_control_changes([c]) == 0
+    assert store.control_changes(address="0x" + "f" * 400) == [c]
+    assert store.orphan_transfers(c.chain, block) == 1
+
+
+def test_a_control_change_with_a_naive_time_is_refused(store: SqlStore) -> None:
+    naive = replace(change("0xa", block=BlockRef(1, "0xb1")), block_time=datetime(2025, 1, 1))
+    with pytest.raises(StoreError, match="naive"):
+        store.upsert_control_changes([naive])
 
 
 def test_checkpoints(store: SqlStore) -> None:
@@ -523,6 +772,54 @@ def test_upsert_counts_exactly_the_rows_it_changes(
 
 
 def _moved(known: Transfer, other: Transfer) -> Transfer:
+    return replace(known, status=other.status, block=other.block, block_time=other.block_time)
+
+
+@st.composite
+def _control_changes(draw: st.DrawFn) -> ControlChange:
+    status = draw(st.sampled_from(TransferStatus))
+    mined = status is not TransferStatus.PENDING
+    in_storage = mined and draw(st.booleans())
+    return ControlChange(
+        chain=draw(st.sampled_from(["eth", "arb"])),
+        index=draw(
+            st.sampled_from(["slot:eip1967", "slot:0"] if in_storage else ["log:0", "log:9"])
+        ),
+        wallet_address=draw(_names),
+        kind=draw(st.sampled_from(ControlKind)),
+        status=status,
+        tx_hash=None if in_storage else draw(_names),
+        subject=draw(st.none() | _names),
+        value=draw(st.none() | st.integers(0, MAX)),
+        contract=draw(st.none() | _names),
+        block=BlockRef(draw(st.integers(0, 2**40)), draw(_names)) if mined else None,
+        block_time=draw(_times) if mined else draw(st.none() | _times),
+    )
+
+
+@_property
+@given(batch=st.lists(_control_changes(), max_size=25, unique_by=lambda c: c.key), data=st.data())
+def test_any_control_changes_round_trip_and_count_exactly(
+    new_store: StoreFactory, batch: list[ControlChange], data: st.DataObject
+) -> None:
+    store = new_store()
+    assert store.upsert_control_changes(batch) == len(batch)
+    assert store.upsert_control_changes(batch) == 0
+    before = {c.key: c for c in store.control_changes()}
+    assert before == {c.key: c for c in batch}
+    for c in batch[:3]:
+        assert c in store.control_changes(chain=c.chain, address=c.wallet_address.upper())
+    # Sightings of known transactions in a new status or block, mixed with new keys.
+    logged = [c for c in batch if c.tx_hash is not None]
+    known = st.sampled_from(logged) if logged else st.nothing()
+    moved = st.builds(_moved_change, known, _control_changes())
+    moves = data.draw(st.lists(moved | _control_changes(), max_size=10))
+    changed = store.upsert_control_changes(moves)
+    after = {c.key: c for c in store.control_changes()}
+    assert changed == sum(1 for k, c in after.items() if before.get(k) != c)
+
+
+def _moved_change(known: ControlChange, other: ControlChange) -> ControlChange:
     return replace(known, status=other.status, block=other.block, block_time=other.block_time)
 
 

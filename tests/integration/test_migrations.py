@@ -21,7 +21,15 @@ from drainwatch.store import MIGRATIONS, alembic_config, migrate, open_store
 from drainwatch.store.schema import Base
 from tests.fixtures.postgres import PgServer
 
-TABLES = {"blocks", "transfers", "checkpoints", "alerts", "incidents", "timeline_entries"}
+TABLES = {
+    "blocks",
+    "transfers",
+    "control_changes",
+    "checkpoints",
+    "alerts",
+    "incidents",
+    "timeline_entries",
+}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -81,6 +89,21 @@ def test_alerts_are_indexed_by_block(empty_database: str) -> None:
     indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("alerts")}
     engine.dispose()
     assert indexes["ix_alerts_block"] == ["chain", "block_hash"]
+
+
+def test_control_changes_are_keyed_and_indexed(empty_database: str) -> None:
+    open_store(empty_database).close()
+    engine = _engine(empty_database)
+    inspector = inspect(engine)
+    key = inspector.get_pk_constraint("control_changes")["constrained_columns"]
+    indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("control_changes")}
+    engine.dispose()
+    assert key == ["chain", "anchor", "change_index"]
+    assert indexes == {
+        "ix_control_changes_wallet": ["wallet_lower", "chain"],
+        "ix_control_changes_block": ["chain", "block_hash"],
+        "ix_control_changes_position": ["position"],
+    }
 
 
 def test_reopening_a_migrated_database_is_a_no_op(empty_database: str) -> None:

@@ -904,7 +904,7 @@ def test_unenforced_lists_only_what_the_config_uses() -> None:
     from drainwatch.config_summary import unenforced
 
     [(only, _)] = unenforced(load_config_text(dump(MINIMAL)))
-    assert only.startswith("EVM chains (ethereum): wallet-configuration changes")
+    assert only.startswith("EVM chains (ethereum): pending (mempool) transactions")
     english = [en for en, _ in unenforced(load_config_text(BASE_TEXT))]
     assert [e.split(":")[0] for e in english] == [
         "EVM chains (ethereum)",
@@ -920,7 +920,7 @@ def test_unenforced_on_the_example_in_both_languages() -> None:
     items = unenforced(load_config(EXAMPLE))
     text = "\n".join(f"{en} / {ja}" for en, ja in items)
     for words in (
-        "EVM chains (ethereum): wallet-configuration changes",
+        "EVM chains (ethereum): pending (mempool) transactions",
         "issue #3",
         "slack/webhook channels",
         "(alerts go to the console)",

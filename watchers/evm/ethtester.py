@@ -76,6 +76,8 @@ class EthTesterRpc:
             "eth_getTransactionReceipt": self._receipt,
             "eth_getBalance": lambda p: hex(self.tester.get_balance(p[0], _block_id(p[1]))),
             "eth_getLogs": self._logs,
+            "eth_getCode": lambda p: self.tester.get_code(p[0], _block_id(p[1])),
+            "eth_getStorageAt": self._storage,
         }
 
     def _chain_id(self) -> int:
@@ -116,6 +118,10 @@ class EthTesterRpc:
             high = self._height(query.get("toBlock", "latest"))
         logs = [to_wire(log) for log in self.tester.get_logs(from_block=low, to_block=high)]
         return [log for log in logs if _log_matches(log, query)]
+
+    def _storage(self, params: Sequence[Any]) -> Any:
+        value = self.tester.get_storage_at(params[0], params[1], _block_id(params[2]))
+        return value if isinstance(value, str) else "0x" + bytes(value).hex()
 
     def _height(self, param: Any) -> int:
         ident = _block_id(param)

@@ -1,25 +1,30 @@
-"""Everything value-moving in one EVM block that touches a watched address, from one node.
+"""Everything in one EVM block that moves value out of, or control over, a watched wallet.
 
-Three sources, each read once per block: transactions and their receipts (native value of
-succeeded transactions), call traces (value moved by contracts: internal transfers) and
-``Transfer`` / ``TransferSingle`` / ``TransferBatch`` logs (ERC-20, ERC-721, ERC-1155). Which
-trace dialect the node speaks is probed once; a node with neither is reported once, loudly, and
-followed without internal transfers. The pure mapping lives in ``mapping``, ``traces`` and
-``logs``; this module only asks the node.
+Four sources, each read once per block: transactions and their receipts (native value of
+succeeded transactions), call traces (value moved by contracts: internal transfers), the
+block's logs (ERC-20/721/1155 transfers; approvals, Safe owner / threshold / guard / module /
+singleton events, EIP-1967 upgrades) and, for watched contract wallets, their implementation
+slots (an upgrade need not announce itself). Which trace dialect the node speaks is probed once;
+a node with neither is reported once, loudly, and followed without internal transfers. The pure
+mapping lives in ``mapping``, ``traces``, ``logs``, ``control`` and ``slots``; this module only
+asks the node.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from drainwatch.errors import RetriableRpcError, RpcError
-from drainwatch.model import Transfer
+from drainwatch.model import ControlChange, Transfer
 from drainwatch.ports import JsonRpc
+from watchers.evm.control import CONTROL_TOPICS, control_changes
 from watchers.evm.logs import TRANSFER_TOPICS, parse_logs, token_transfers
 from watchers.evm.mapping import EvmBlock, EvmTx, Receipt, native_transfers, parse_receipt, touching
+from watchers.evm.slots import ImplementationWatch
 from watchers.evm.traces import (
     internal_transfers_from_call_tracer,
     internal_transfers_from_trace_block,
@@ -34,6 +39,12 @@ class TraceDialect(StrEnum):
     NONE = "none"
 
 
+@dataclass(frozen=True)
+class BlockFacts:
+    transfers: list[Transfer]
+    changes: list[ControlChange]
+
+
 class BlockExtractor:
     def __init__(
         self,
@@ -41,22 +52,30 @@ class BlockExtractor:
         rpc: JsonRpc,
         watched: frozenset[str],
         *,
+        safes: Iterable[str] = (),
         notice: Callable[[str], None] = log.warning,
     ) -> None:
         self.chain = chain
         self._rpc = rpc
         self._watched = watched
         self._notice = notice
+        self._slots = ImplementationWatch(chain, rpc, watched, safes)
         self.dialect: TraceDialect | None = None  # probed on the first block
         self.nonstandard_logs = 0
 
-    def transfers(self, block: EvmBlock) -> list[Transfer] | None:
-        """The block's transfers touching watched addresses; None while a receipt is missing
-        or belongs to another block (the node is behind or has moved on: ask again later)."""
+    def extract(self, block: EvmBlock) -> BlockFacts | None:
+        """What the block does to watched wallets; None while a receipt is missing or belongs to
+        another block (the node is behind or has moved on: ask again later)."""
         native = self._native(block)
         if native is None:
             return None
-        return native + self._internal(block) + self._tokens(block)
+        tokens, changes = self._logs(block)
+        changes += self._slots.changes(block)
+        return BlockFacts(native + self._internal(block) + tokens, changes)
+
+    def transfers(self, block: EvmBlock) -> list[Transfer] | None:
+        facts = self.extract(block)
+        return None if facts is None else facts.transfers
 
     def _native(self, block: EvmBlock) -> list[Transfer] | None:
         outcomes: list[tuple[EvmTx, Receipt]] = []
@@ -118,15 +137,17 @@ class BlockExtractor:
             return self._rpc.call(dialect.value, [number, {"tracer": "callTracer"}])
         return self._rpc.call(dialect.value, [number])
 
-    def _tokens(self, block: EvmBlock) -> list[Transfer]:
+    def _logs(self, block: EvmBlock) -> tuple[list[Transfer], list[ControlChange]]:
         # By block hash: the logs of exactly this block, whatever a reorg does meanwhile.
-        query = {"blockHash": block.ref.hash, "topics": [list(TRANSFER_TOPICS)]}
+        topics = [*TRANSFER_TOPICS, *CONTROL_TOPICS]
+        query = {"blockHash": block.ref.hash, "topics": [topics]}
         logs = parse_logs(self._rpc.call("eth_getLogs", [query]), self._rpc.endpoint)
-        found = token_transfers(
+        tokens = token_transfers(
             self.chain, block.ref, block.time, logs, self._watched, self._rpc.endpoint
         )
-        self.nonstandard_logs += len(found.nonstandard)
-        return list(found.transfers)
+        control = control_changes(self.chain, block.ref, block.time, logs, self._watched)
+        self.nonstandard_logs += len(tokens.nonstandard) + len(control.nonstandard)
+        return list(tokens.transfers), list(control.changes)
 
     def _touches(self, t: Transfer) -> bool:
         return t.from_address in self._watched or t.to_address in self._watched

@@ -17,7 +17,13 @@ from collections.abc import Callable, Iterable
 
 from drainwatch import codec
 from drainwatch.errors import ConfigError, DrainwatchError, RetriableRpcError
-from drainwatch.events import BlockConnected, BlockDisconnected, Event, TransferSeen
+from drainwatch.events import (
+    BlockConnected,
+    BlockDisconnected,
+    ControlChangeSeen,
+    Event,
+    TransferSeen,
+)
 from drainwatch.model import BlockRef, Chain
 from drainwatch.ports import EventBus, JsonRpc, Store
 from watchers.evm.extract import BlockExtractor
@@ -69,6 +75,7 @@ class EvmFollower:
         after_publish: Callable[[], object] | None = None,
         notice: Callable[[str], None] = log.warning,
         prepare: Callable[[], None] | None = None,
+        safes: Iterable[str] = (),
     ) -> None:
         self.chain = chain
         self._rpc = rpc
@@ -79,7 +86,7 @@ class EvmFollower:
         self._start_height = start_height
         self._max_reorg_depth = max_reorg_depth
         self._after_publish = after_publish
-        self._extractor = BlockExtractor(chain.name, rpc, self._watched, notice=notice)
+        self._extractor = BlockExtractor(chain.name, rpc, self._watched, safes=safes, notice=notice)
         self._prepare = prepare  # start-up checks (endpoints' chain ids), run by the first step
         self._stalled: tuple[int, int] = (-1, 0)  # (height, consecutive not-ready attempts)
         self._unpublished_steps = 0
@@ -140,12 +147,13 @@ class EvmFollower:
 
     def _process(self, block: EvmBlock) -> bool:
         """Publish one block's events; False when the node cannot give all of them yet."""
-        transfers = self._extractor.transfers(block)
-        if transfers is None:  # a receipt is missing or from another block: the block later
+        facts = self._extractor.extract(block)
+        if facts is None:  # a receipt is missing or from another block: the block later
             self._stall(block.ref.height)
             return False
         self._stalled = (-1, 0)
-        events: list[Event] = [TransferSeen(t) for t in transfers]
+        events: list[Event] = [TransferSeen(t) for t in facts.transfers]
+        events += [ControlChangeSeen(c) for c in facts.changes]
         # The block's own event comes last: a consumer that has handled it has the whole block.
         events.append(BlockConnected(self.chain.name, block.ref, block.parent_hash, block.time))
         # Recorded before publishing: if the process dies after publishing and the block is

@@ -1,4 +1,5 @@
-"""Initial schema: blocks, transfers, checkpoints, alerts, incidents, timeline entries.
+"""Initial schema: blocks, transfers, control changes, checkpoints, alerts, incidents, timeline
+entries.
 
 Revision ID: 0001
 Revises:
@@ -41,6 +42,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_blocks_chain_height", "blocks", ["chain", "height"])
     _create_transfers()
+    _create_control_changes()
     op.create_table(
         "checkpoints",
         sa.Column("chain", TEXT, nullable=False),
@@ -76,6 +78,31 @@ def _create_transfers() -> None:
     op.create_index("ix_transfers_to", "transfers", ["to_lower", "chain"])
     op.create_index("ix_transfers_block", "transfers", ["chain", "block_hash"])
     op.create_index("ix_transfers_position", "transfers", ["position"])
+
+
+def _create_control_changes() -> None:
+    op.create_table(
+        "control_changes",
+        sa.Column("chain", TEXT, nullable=False),
+        sa.Column("anchor", TEXT, nullable=False),
+        sa.Column("change_index", TEXT, nullable=False),
+        sa.Column("position", sa.BigInteger(), nullable=False),
+        sa.Column("tx_hash", TEXT, nullable=True),
+        sa.Column("wallet_address", TEXT, nullable=False),
+        sa.Column("wallet_lower", TEXT, nullable=False),
+        sa.Column("kind", TEXT, nullable=False),
+        sa.Column("status", TEXT, nullable=False),
+        sa.Column("subject", TEXT, nullable=True),
+        sa.Column("value", AMOUNT, nullable=True),
+        sa.Column("contract", TEXT, nullable=True),
+        sa.Column("block_height", sa.BigInteger(), nullable=True),
+        sa.Column("block_hash", TEXT, nullable=True),
+        sa.Column("block_time", TIME, nullable=True),
+        sa.PrimaryKeyConstraint("chain", "anchor", "change_index"),
+    )
+    op.create_index("ix_control_changes_wallet", "control_changes", ["wallet_lower", "chain"])
+    op.create_index("ix_control_changes_block", "control_changes", ["chain", "block_hash"])
+    op.create_index("ix_control_changes_position", "control_changes", ["position"])
 
 
 def _create_alerts() -> None:
@@ -133,5 +160,14 @@ def _create_incidents() -> None:
 
 
 def downgrade() -> None:
-    for table in ("timeline_entries", "incidents", "alerts", "checkpoints", "transfers", "blocks"):
+    tables = (
+        "timeline_entries",
+        "incidents",
+        "alerts",
+        "checkpoints",
+        "control_changes",
+        "transfers",
+        "blocks",
+    )
+    for table in tables:
         op.drop_table(table)
