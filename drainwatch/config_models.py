@@ -221,6 +221,13 @@ class ChainSettings(ConfigModel):
         12, description="Depth before a transfer is confirmed (default 12 evm, 6 bitcoin)."
     )
     poll_interval_seconds: Annotated[float, Field(gt=0, strict=True)] = 1.0
+    max_reorg_depth: Annotated[StrictInt, Field(ge=1, le=100_000)] = Field(
+        64,
+        description=(
+            "Deepest reorg followed; a deeper one stops this chain's watcher with a clear "
+            "error, never a silent skip."
+        ),
+    )
     native_symbol: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.$_-]{1,16}$")] = Field(
         "ETH", description="Default ETH (evm) or BTC (bitcoin)."
     )

@@ -56,12 +56,12 @@ def unenforced(settings: Settings) -> list[tuple[str, str]]:
         names = ", ".join(evm)
         out.append(
             (
-                f"EVM chains ({names}): pending (mempool) transactions are watched from "
-                "issue #3; native, internal and token transfers and wallet-configuration changes "
-                "(approvals, multisig owners and threshold, implementations) are watched now",
-                f"EVM チェーン（{names}）: 未承認（メモリプール）取引の監視は issue #3 から。"
-                "ネイティブ・内部・トークン送金とウォレット構成の変更（承認、マルチシグの署名者・閾値、"
-                "実装）は監視済み",
+                f"EVM chains ({names}): a token transfer or approval waiting in the mempool "
+                "is alerted once mined, not while pending (issue #3); native, internal and token "
+                "transfers, wallet-configuration changes and pending native outflows are watched",
+                f"EVM チェーン（{names}）: メモリプール中のトークン送金・承認は取り込み後に通知"
+                "（未承認の段階での通知は issue #3）。ネイティブ・内部・トークン送金、"
+                "ウォレット構成の変更、未承認のネイティブ送金は監視済み",
             )
         )
     kinds = sorted({c.kind for c in settings.alerts.channels if c.kind != "console"})

@@ -209,6 +209,7 @@ def build_pipeline(
                 topic,
                 app.book.addresses(name),
                 start_height=(start_heights or {}).get(name),
+                max_reorg_depth=app.settings.chains[name].max_reorg_depth,
                 after_publish=after_publish,
                 prepare=prepare,
                 safes=app.book.multisig_addresses(name),

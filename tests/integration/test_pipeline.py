@@ -310,3 +310,19 @@ def test_an_alert_of_a_chain_no_longer_configured_is_still_delivered(tmp_path: P
     processor.handle(_seen(cold, BlockRef(3, "0x" + "03" * 32)))
     [(_alert, text_en, _)] = sink.seen
     assert "5,000,000,000,000,000,000 base units" in text_en
+
+
+def test_a_late_mempool_sighting_does_not_send_a_confirmed_alert_back(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    sink = RecordingSink()
+    processor, store, cold = _processor(tmp_path, sink)
+    confirmed = _seen(cold, BlockRef(5, "0x" + "05" * 32))
+    processor.handle(confirmed)
+    pending = replace(confirmed.transfer, status=TransferStatus.PENDING, block=None)
+    processor.handle(TransferSeen(pending))
+    assert [a.state for a, _, _ in sink.seen] == [AlertState.CONFIRMED]
+    [stored] = store.alerts()
+    assert stored.state is AlertState.CONFIRMED
+    [transfer] = store.transfers()
+    assert transfer.status is TransferStatus.CONFIRMED

@@ -289,7 +289,7 @@ def test_what_is_not_enforced_yet_is_said_and_unfollowed_chains_refused(
     assert "not followed yet" in capsys.readouterr().err
     assert main(["watch", str(config), "--until-height", f"dev={node.head()}"]) == 0
     err = capsys.readouterr().err
-    assert "not yet enforced" in err and "pending (mempool) transactions" in err and "btc" in err
+    assert "not yet enforced" in err and "waiting in the mempool" in err and "btc" in err
 
 
 def test_a_relative_sqlite_path_is_relative_to_the_config_file(

@@ -177,6 +177,11 @@ BAD = [
     ),
     Bad("no-rpc", edit(("chains|ethereum|rpc", [])), "chains.ethereum.rpc"),
     Bad(
+        "reorg-depth-zero",
+        edit(("chains|ethereum|max_reorg_depth", 0)),
+        "chains.ethereum.max_reorg_depth",
+    ),
+    Bad(
         "heartbeat-too-slow",
         edit(("bus", {"heartbeat_interval_ms": 5000, "session_timeout_ms": 6000})),
         "bus.heartbeat_interval_ms",
@@ -904,7 +909,7 @@ def test_unenforced_lists_only_what_the_config_uses() -> None:
     from drainwatch.config_summary import unenforced
 
     [(only, _)] = unenforced(load_config_text(dump(MINIMAL)))
-    assert only.startswith("EVM chains (ethereum): pending (mempool) transactions")
+    assert only.startswith("EVM chains (ethereum): a token transfer or approval waiting")
     english = [en for en, _ in unenforced(load_config_text(BASE_TEXT))]
     assert [e.split(":")[0] for e in english] == [
         "EVM chains (ethereum)",
@@ -920,7 +925,7 @@ def test_unenforced_on_the_example_in_both_languages() -> None:
     items = unenforced(load_config(EXAMPLE))
     text = "\n".join(f"{en} / {ja}" for en, ja in items)
     for words in (
-        "EVM chains (ethereum): pending (mempool) transactions",
+        "EVM chains (ethereum): a token transfer or approval waiting",
         "issue #3",
         "slack/webhook channels",
         "(alerts go to the console)",

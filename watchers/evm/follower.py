@@ -28,6 +28,7 @@ from drainwatch.model import BlockRef, Chain
 from drainwatch.ports import EventBus, JsonRpc, Store
 from watchers.evm.extract import BlockExtractor
 from watchers.evm.mapping import EvmBlock, parse_block, parse_block_ref, parse_quantity
+from watchers.evm.mempool import MempoolWatch
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class EvmFollower:
         watched: Iterable[str],
         *,
         start_height: int | None = None,
-        max_reorg_depth: int = 128,
+        max_reorg_depth: int = 64,
         after_publish: Callable[[], object] | None = None,
         notice: Callable[[str], None] = log.warning,
         prepare: Callable[[], None] | None = None,
@@ -87,6 +88,7 @@ class EvmFollower:
         self._max_reorg_depth = max_reorg_depth
         self._after_publish = after_publish
         self._extractor = BlockExtractor(chain.name, rpc, self._watched, safes=safes, notice=notice)
+        self._mempool = MempoolWatch(chain.name, rpc, self._watched, notice=notice)
         self._prepare = prepare  # start-up checks (endpoints' chain ids), run by the first step
         self._stalled: tuple[int, int] = (-1, 0)  # (height, consecutive not-ready attempts)
         self._unpublished_steps = 0
@@ -106,6 +108,9 @@ class EvmFollower:
         if self._prepare is not None:
             self._prepare()
             self._prepare = None
+        pending = self._mempool.poll()  # outflows waiting in the mempool: alerts before blocks
+        if pending:
+            self._publish(pending)
         target = self.confirmed_height(self.node_head())
         if until is not None:
             target = min(target, until)
