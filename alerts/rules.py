@@ -107,8 +107,12 @@ def _control_change(
         return []
     if change.kind in (ControlKind.APPROVAL, ControlKind.APPROVAL_FOR_ALL):
         allowed = {a.lower() for a in wallet.allowlist}
-        if not change.value or (change.subject or "").lower() in allowed:
-            return []  # a revocation, or an approval to a spender the exchange planned
+        spender = (change.subject or "").lower()
+        revoked = not change.value or int(spender or "0x0", 16) == 0
+        if revoked or spender in allowed:
+            # A revocation (an amount of 0, or an NFT approval cleared to the zero address, as
+            # every ERC-721 transfer does), or an approval to a spender the exchange planned.
+            return []
     rule_id = CONTROL_PREFIX + change.kind.value
     return [
         Alert(

@@ -86,6 +86,13 @@ def run_backfill(
             f"アラート {r.alerts} 件、{r.seconds:.1f} 秒",
             file=err,
         )
+        if app.settings.bus.kind != "inprocess":
+            print(
+                "events published to Kafka: the running `drainwatch watch` stores and alerts "
+                "them (the alert count above is what it had done when this run ended) / "
+                "イベントは Kafka に送信済み。保存と通知は稼働中の watch が行います",
+                file=err,
+            )
     return 0
 
 
@@ -132,9 +139,14 @@ def backfill(
     in_process = app.settings.bus.kind == "inprocess"
     clock = partial(datetime.now, UTC)
     policy = rule_policy(app.settings)
-    processor = Processor(app.store, app.book, app.chains, app.assets, policy, sinks, clock)
-    subscription = app.bus.subscribe(topic, app.topic(PROCESSOR_GROUP))
-    pipeline = Pipeline(processor, subscription, poll_timeout=0.0 if in_process else 0.2)
+    # In process, this run is its own processor. On Kafka the live service's processor group
+    # consumes what is published here: joining that group would pull live events (and their
+    # alerts) into this run and rebalance the service, so this run only publishes.
+    pipeline: Pipeline | None = None
+    if in_process:
+        processor = Processor(app.store, app.book, app.chains, app.assets, policy, sinks, clock)
+        subscription = app.bus.subscribe(topic, app.topic(PROCESSOR_GROUP))
+        pipeline = Pipeline(processor, subscription, poll_timeout=0.0)
     result = BackfillResult(first, last)
     progress = _Progress(chain_name, last - first + 1, err or sys.stderr)
     try:
@@ -152,15 +164,17 @@ def backfill(
                 events += [ControlChangeSeen(c) for c in facts.changes]
                 for event in events:
                     app.bus.publish(topic, chain_name, codec.dumps_event(event))
-                if in_process:  # a bus that keeps nothing: handled before the next block
+                if pipeline is not None:  # a bus that keeps nothing: handled before the next
                     pipeline.settle()
                 result.add(facts)
                 if progress.tick(result.blocks, result.transfers + result.changes):
                     app.bus.flush()
         app.bus.flush()
-        pipeline.catch_up()
+        if pipeline is not None:
+            pipeline.catch_up()
     finally:
-        pipeline.close()
+        if pipeline is not None:
+            pipeline.close()
         progress.end()
     result.alerts = len(app.store.alerts()) - alerts_before
     result.seconds = time.monotonic() - progress.started

@@ -73,8 +73,8 @@ class Processor:
         known = self._store.get_alert(alert.id)
         if known is not None and (known.state, known.block) == (alert.state, alert.block):
             return
-        if known is not None and alert.state is AlertState.PENDING and known.state in _MINED:
-            return  # a late mempool sighting of what a block already carries
+        if known is not None and alert.block is None and known.state in _MINED:
+            return  # a mempool verdict (pending or withdrawn) on what a block already carries
         if known is not None:  # the same alert, moved on: keep its identity and first time
             alert = replace(known, state=alert.state, block=alert.block)
         chain = self._chains.get(alert.chain) or _unknown_chain(alert.chain)

@@ -74,7 +74,6 @@ _ALERT_UPDATABLE = (
     "counterparty",
 )
 
-_PENDING = TransferStatus.PENDING.value
 _CONFIRMED = TransferStatus.CONFIRMED.value
 _ORPHANED = TransferStatus.ORPHANED.value
 
@@ -241,9 +240,10 @@ class SqlStore:
             old.block_height.is_distinct_from(new.block_height),
             old.block_time.is_distinct_from(new.block_time),
         )
-        # A late or replayed mempool sighting must not demote a row already mined: after a reorg
-        # it is first orphaned, and only then may it become pending again.
-        not_demoted = or_(new.status != _PENDING, old.status != _CONFIRMED)
+        # A mempool verdict (pending, or withdrawn: no block either way) never changes a row a
+        # block carries: only the watcher's orphan_block does, after a reorg; after that the
+        # row may become pending again. A node a block behind must not unconfirm a leak.
+        not_demoted = or_(new.block_hash.is_not(None), old.status != _CONFIRMED)
         return stmt.on_conflict_do_update(
             index_elements=key,
             set_={

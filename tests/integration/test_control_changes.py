@@ -139,3 +139,31 @@ def test_control_changes_of_watched_wallets_are_alerted(evm_node: EvmNode, tmp_p
     seen.clear()
     sub.poll(handle)
     assert seen == [] and len(sink.alerts) == 4
+
+
+def test_a_proxy_deployed_in_a_block_is_its_first_state_not_an_upgrade(evm_node: EvmNode) -> None:
+    """Backfilling through the block that deployed a watched proxy: its constructor set the
+    implementation, which is no change; a later upgrade still is."""
+    from drainwatch.drill_contracts import _initcode
+    from watchers.evm.mapping import parse_block
+    from watchers.evm.slots import ImplementationWatch
+
+    node = evm_node
+    first_impl = "11" * 20
+    runtime = slot_writer_initcode(EIP1967_SLOT).removeprefix("0x")[22:]  # the runtime part
+    constructor = "73" + first_impl + "7f" + EIP1967_SLOT + "55"  # SSTORE(slot, impl)
+    initcode = "0x" + constructor + _initcode(runtime)[2:].replace("600b", "6042", 1)
+    proxy = node.deploy(initcode)
+    deployed_at = node.head()
+
+    def block(height: int) -> object:
+        return parse_block(node.rpc.call("eth_getBlockByNumber", [hex(height), True]))
+
+    stored = node.rpc.call("eth_getStorageAt", [proxy, "0x" + EIP1967_SLOT, hex(deployed_at)])
+    assert int(stored, 16) == int(first_impl, 16)  # the constructor did set it
+    watch = ImplementationWatch("dev", node.rpc, [proxy])
+    assert watch.changes(block(deployed_at)) == []  # type: ignore[arg-type]
+    node.send(node.accounts[3], proxy, 0, _word(node.accounts[7]))
+    [change] = watch.changes(block(node.head()))  # type: ignore[arg-type]
+    assert change.kind is ControlKind.IMPLEMENTATION_CHANGED
+    assert change.subject == node.accounts[7].lower()

@@ -401,3 +401,59 @@ def test_a_second_reorg_under_the_first_blocks_does_not_wedge_the_chain(
     assert statuses[kept.lower()] is TransferStatus.CONFIRMED
     checkpoint = store.get_checkpoint("devchain")
     assert checkpoint is not None and checkpoint.height == evm_node.head()
+
+
+def test_a_failover_to_a_node_of_another_kind_is_probed_again(anvil_url: str) -> None:
+    """The primary traced with debug_traceBlockByNumber; the backup only offers trace_block:
+    the watcher notices the method is gone, probes again and goes on tracing."""
+    from watchers.evm.extract import BlockExtractor, TraceDialect
+    from watchers.evm.mapping import parse_block
+
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    wallet = node.deploy(FORWARDER_INITCODE)
+    rpc = Tampered(node.rpc)
+    extractor = BlockExtractor("dev", rpc, frozenset({wallet.lower()}))
+
+    def block_with_forward(value: int) -> Any:
+        node.forward(wallet, node.accounts[3], node.accounts[4], value)
+        return parse_block(rpc.call("eth_getBlockByNumber", [hex(node.head()), True]))
+
+    first = extractor.transfers(block_with_forward(5))
+    assert extractor.dialect is TraceDialect.GETH and first is not None
+
+    def gone(params: Sequence[Any], result: Any) -> Any:
+        raise RpcError("backup: debug_traceBlockByNumber returned error -32601: not found")
+
+    rpc.bend["debug_traceBlockByNumber"] = gone
+    second = extractor.transfers(block_with_forward(6))
+    assert extractor.dialect is TraceDialect.PARITY
+    assert second is not None and [t.amount for t in second if t.kind is TransferKind.INTERNAL] == [
+        6
+    ]
+
+
+def test_a_block_without_state_is_a_coverage_gap_not_the_end_of_tracing(anvil_url: str) -> None:
+    from watchers.evm.extract import BlockExtractor, TraceDialect
+    from watchers.evm.mapping import parse_block
+
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    wallet = node.deploy(FORWARDER_INITCODE)
+    rpc = Tampered(node.rpc)
+    notices: list[str] = []
+    extractor = BlockExtractor("dev", rpc, frozenset({wallet.lower()}), notice=notices.append)
+
+    def pruned(params: Sequence[Any], result: Any) -> Any:
+        raise RpcError("node: returned error -32000: required historical state unavailable")
+
+    rpc.bend["debug_traceBlockByNumber"] = pruned
+    node.forward(wallet, node.accounts[3], node.accounts[4], 7)
+    old = parse_block(rpc.call("eth_getBlockByNumber", [hex(node.head()), True]))
+    facts = extractor.transfers(old)
+    assert facts is not None and not any(t.kind is TransferKind.INTERNAL for t in facts)
+    assert len(notices) == 1 and "NOT covered" in notices[0]
+    assert extractor.dialect is TraceDialect.GETH  # still a tracing node
+    rpc.bend.clear()
+    node.forward(wallet, node.accounts[3], node.accounts[4], 8)
+    recent = parse_block(rpc.call("eth_getBlockByNumber", [hex(node.head()), True]))
+    found = extractor.transfers(recent)
+    assert found is not None and [t.amount for t in found if t.kind is TransferKind.INTERNAL] == [8]

@@ -326,3 +326,22 @@ def test_a_late_mempool_sighting_does_not_send_a_confirmed_alert_back(tmp_path: 
     assert stored.state is AlertState.CONFIRMED
     [transfer] = store.transfers()
     assert transfer.status is TransferStatus.CONFIRMED
+
+
+def test_a_mempool_withdrawal_never_unconfirms_a_mined_leak(tmp_path: Path) -> None:
+    """A node a block behind answers "no receipt": the mempool watch withdraws the transaction
+    (orphaned, no block). What a block already carries stays confirmed, and so does its alert."""
+    from dataclasses import replace
+
+    sink = RecordingSink()
+    processor, store, cold = _processor(tmp_path, sink)
+    confirmed = _seen(cold, BlockRef(5, "0x" + "05" * 32))
+    processor.handle(confirmed)
+    withdrawn = replace(confirmed.transfer, status=TransferStatus.ORPHANED, block=None)
+    processor.handle(TransferSeen(withdrawn))
+    assert [a.state for a, _, _ in sink.seen] == [AlertState.CONFIRMED]
+    [transfer] = store.transfers()
+    assert transfer.status is TransferStatus.CONFIRMED and transfer.block is not None
+    # The watcher's own retraction still works.
+    processor.handle(BlockDisconnected("devchain", BlockRef(5, "0x" + "05" * 32)))
+    assert [a.state for a, _, _ in sink.seen][-1] is AlertState.RETRACTED

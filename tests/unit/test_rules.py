@@ -143,3 +143,31 @@ def test_token_amounts_use_the_token_decimals_and_unknown_tokens_are_not_guessed
     [alert] = evaluate(TransferSeen(t), BOOK, RulePolicy(), NOW)
     assert "1,234.5 USDT" in render(alert, CHAIN, {usdt.asset_id: usdt}, BOOK).en
     assert "1234500000 base units" in render(alert, CHAIN, {}, BOOK).en
+
+
+def test_approvals_alert_only_when_they_grant_something_unplanned() -> None:
+    from drainwatch.events import ControlChangeSeen
+    from drainwatch.model import ControlChange, ControlKind
+
+    def approval(spender: str, value: int) -> ControlChangeSeen:
+        return ControlChangeSeen(
+            ControlChange(
+                chain="ethereum",
+                index="log:3",
+                wallet_address=COLD.lower(),
+                kind=ControlKind.APPROVAL,
+                status=TransferStatus.CONFIRMED,
+                tx_hash="0x" + "ab" * 32,
+                subject=spender,
+                value=value,
+                contract="0x" + "77" * 20 + "/1527",
+                block=BlockRef(100, "0x" + "cd" * 32),
+            )
+        )
+
+    [alert] = evaluate(approval(ATTACKER, 1), BOOK, RulePolicy(), NOW)
+    assert alert.rule_id == "control/approval" and alert.severity is Severity.CRITICAL
+    assert evaluate(approval(ATTACKER, 0), BOOK, RulePolicy(), NOW) == []  # revoked
+    zero = "0x" + "00" * 20
+    assert evaluate(approval(zero, 1), BOOK, RulePolicy(), NOW) == []  # NFT approval cleared
+    assert evaluate(approval(ATTACKER, 1), BOOK, RulePolicy(control_changes=False), NOW) == []

@@ -33,6 +33,28 @@ from watchers.evm.traces import (
 log = logging.getLogger(__name__)
 
 
+class _StateGone(Exception):
+    """The node traces, but not this block (its state is pruned, say)."""
+
+
+_MISSING = (
+    "-32601",
+    "method not found",
+    "does not exist",
+    "not supported",
+    "not available",
+    "unknown method",
+    "unsupported method",
+)
+
+
+def _method_missing(exc: RpcError) -> bool:
+    """Whether an error answer says the method is not offered at all (as opposed to: not for
+    this block)."""
+    text = str(exc).lower()
+    return any(marker in text for marker in _MISSING)
+
+
 class TraceDialect(StrEnum):
     GETH = "debug_traceBlockByNumber"
     PARITY = "trace_block"
@@ -94,14 +116,19 @@ class BlockExtractor:
         return native_transfers(self.chain, block, outcomes)
 
     def _internal(self, block: EvmBlock) -> list[Transfer]:
-        if not block.transactions:
+        if not block.transactions or self.dialect is TraceDialect.NONE:
             return []
-        if self.dialect is None:
-            self.dialect, raw = self._probe(block)
-        elif self.dialect is TraceDialect.NONE:
+        try:
+            raw = self._traces(block)
+        except _StateGone as gap:
+            # A node without this block's state (pruned): a coverage gap, said for the block,
+            # never taken to mean the node cannot trace at all.
+            self._notice(
+                f"{self.chain}: internal transfers of block {block.ref.height} could not be "
+                f"traced ({gap}): that block's value moved by contracts is NOT covered / "
+                f"ブロック {block.ref.height} の内部送金はトレースできませんでした"
+            )
             return []
-        else:
-            raw = self._trace(self.dialect, block)
         if self.dialect is TraceDialect.GETH:
             hashes = [tx.hash for tx in block.transactions]
             found = internal_transfers_from_call_tracer(
@@ -115,6 +142,21 @@ class BlockExtractor:
             return []
         return [t for t in found if self._touches(t)]
 
+    def _traces(self, block: EvmBlock) -> Any:
+        """The block's traces in the known dialect; probed again when the endpoint in use no
+        longer offers it (a failover to a node of another kind)."""
+        if self.dialect is not None:
+            try:
+                return self._trace(self.dialect, block)
+            except RetriableRpcError:
+                raise
+            except RpcError as exc:
+                if not _method_missing(exc):
+                    raise _StateGone(str(exc)) from exc
+                self.dialect = None
+        self.dialect, raw = self._probe(block)
+        return raw
+
     def _probe(self, block: EvmBlock) -> tuple[TraceDialect, Any]:
         for dialect in (TraceDialect.GETH, TraceDialect.PARITY):
             try:
@@ -122,6 +164,10 @@ class BlockExtractor:
             except RetriableRpcError:
                 raise  # the node is down or busy: that says nothing about what it offers
             except RpcError as exc:
+                if not _method_missing(exc):
+                    # Offered, but not for this block (pruned state): remember the dialect.
+                    self.dialect = dialect
+                    raise _StateGone(str(exc)) from exc
                 log.info("%s: %s not offered: %s", self.chain, dialect, exc)
         self._notice(
             f"{self.chain}: the node offers neither debug_traceBlockByNumber nor trace_block: "

@@ -108,9 +108,6 @@ class EvmFollower:
         if self._prepare is not None:
             self._prepare()
             self._prepare = None
-        pending = self._mempool.poll()  # outflows waiting in the mempool: alerts before blocks
-        if pending:
-            self._publish(pending)
         target = self.confirmed_height(self.node_head())
         if until is not None:
             target = min(target, until)
@@ -121,6 +118,7 @@ class EvmFollower:
             tip = self._store.get_checkpoint(self.chain.name)
             height = self._next_height(tip, target)
             if height > target:
+                self._poll_mempool()
                 return processed
             block = self._fetch_block(height)
             if block is None:  # the node (or the backend that answered) has not got it yet
@@ -131,6 +129,19 @@ class EvmFollower:
             if not self._process(block):
                 return processed
             processed += 1
+
+    def _poll_mempool(self) -> None:
+        """Pending outflows, after the blocks: the mempool is an early warning, so a node that
+        cannot answer about it (or a backup without it) never holds the blocks back."""
+        try:
+            pending = self._mempool.poll()
+        except DrainwatchError as exc:
+            log.warning("%s: mempool not read this round: %s", self.chain.name, exc)
+            if not isinstance(exc, RetriableRpcError):
+                self._mempool.source = None  # another endpoint may answer otherwise: probe again
+            return
+        if pending:
+            self._publish(pending)
 
     def _next_height(self, tip: BlockRef | None, target: int) -> int:
         if tip is not None:

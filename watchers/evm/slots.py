@@ -51,7 +51,7 @@ class ImplementationWatch:
             now = self._read(target, block.ref.height)
             before = self._before(target, block)
             self._last[(target.address, target.slot)] = (block.ref.hash, now)
-            if now != before:
+            if now != before and not self._deployed_in(target, block, before):
                 found.append(
                     ControlChange(
                         chain=self.chain,
@@ -89,6 +89,14 @@ class ImplementationWatch:
                     )
                 )
         return targets
+
+    def _deployed_in(self, target: _Watched, block: EvmBlock, before: str) -> bool:
+        """A wallet deployed in this block sets its implementation in its constructor: that is
+        its first state, not a change (only asked when the slot was empty before)."""
+        if int(before, 16) != 0 or block.ref.height == 0:
+            return False
+        code = self._rpc.call("eth_getCode", [target.address, hex(block.ref.height - 1)])
+        return code in ("0x", "0x0", None)
 
     def _before(self, target: _Watched, block: EvmBlock) -> str:
         last = self._last.get((target.address, target.slot))
