@@ -332,7 +332,8 @@ def test_token_and_internal_transfers_of_watched_wallets(evm_node: EvmNode, stor
 
 
 def test_the_trace_block_dialect_gives_the_same_internal_transfers(anvil_url: str) -> None:
-    """A node that offers only trace_block (erigon, reth, openethereum) is probed and used."""
+    """trace_block is preferred where offered (cheaper); a node with only the callTracer
+    (geth) is probed and used, and both give the same transfers."""
     from watchers.evm.extract import BlockExtractor, TraceDialect
     from watchers.evm.mapping import parse_block
 
@@ -343,12 +344,12 @@ def test_the_trace_block_dialect_gives_the_same_internal_transfers(anvil_url: st
     block = parse_block(raw)
     geth_only = Tampered(node.rpc)
 
-    def no_geth(params: Sequence[Any], result: Any) -> Any:
-        raise RpcError("the method debug_traceBlockByNumber does not exist (-32601)")
+    def no_parity(params: Sequence[Any], result: Any) -> Any:
+        raise RpcError("the method trace_block does not exist (-32601)")
 
-    geth_only.bend["debug_traceBlockByNumber"] = no_geth
-    parity = BlockExtractor("dev", geth_only, frozenset({wallet.lower()}))
-    geth = BlockExtractor("dev", node.rpc, frozenset({wallet.lower()}))
+    geth_only.bend["trace_block"] = no_parity
+    parity = BlockExtractor("dev", node.rpc, frozenset({wallet.lower()}))
+    geth = BlockExtractor("dev", geth_only, frozenset({wallet.lower()}))
     got_parity, got_geth = parity.transfers(block), geth.transfers(block)
     assert (parity.dialect, geth.dialect) == (TraceDialect.PARITY, TraceDialect.GETH)
     assert got_parity == got_geth and got_geth is not None
@@ -404,8 +405,8 @@ def test_a_second_reorg_under_the_first_blocks_does_not_wedge_the_chain(
 
 
 def test_a_failover_to_a_node_of_another_kind_is_probed_again(anvil_url: str) -> None:
-    """The primary traced with debug_traceBlockByNumber; the backup only offers trace_block:
-    the watcher notices the method is gone, probes again and goes on tracing."""
+    """The primary traced with trace_block; the backup only offers the callTracer (geth): the
+    watcher notices the method is gone, probes again and goes on tracing."""
     from watchers.evm.extract import BlockExtractor, TraceDialect
     from watchers.evm.mapping import parse_block
 
@@ -419,14 +420,14 @@ def test_a_failover_to_a_node_of_another_kind_is_probed_again(anvil_url: str) ->
         return parse_block(rpc.call("eth_getBlockByNumber", [hex(node.head()), True]))
 
     first = extractor.transfers(block_with_forward(5))
-    assert extractor.dialect is TraceDialect.GETH and first is not None
+    assert extractor.dialect is TraceDialect.PARITY and first is not None
 
     def gone(params: Sequence[Any], result: Any) -> Any:
-        raise RpcError("backup: debug_traceBlockByNumber returned error -32601: not found")
+        raise RpcError("backup: trace_block returned error -32601: not found")
 
-    rpc.bend["debug_traceBlockByNumber"] = gone
+    rpc.bend["trace_block"] = gone
     second = extractor.transfers(block_with_forward(6))
-    assert extractor.dialect is TraceDialect.PARITY
+    assert extractor.dialect is TraceDialect.GETH
     assert second is not None and [t.amount for t in second if t.kind is TransferKind.INTERNAL] == [
         6
     ]
@@ -445,13 +446,13 @@ def test_a_block_without_state_is_a_coverage_gap_not_the_end_of_tracing(anvil_ur
     def pruned(params: Sequence[Any], result: Any) -> Any:
         raise RpcError("node: returned error -32000: required historical state unavailable")
 
-    rpc.bend["debug_traceBlockByNumber"] = pruned
+    rpc.bend["trace_block"] = pruned
     node.forward(wallet, node.accounts[3], node.accounts[4], 7)
     old = parse_block(rpc.call("eth_getBlockByNumber", [hex(node.head()), True]))
     facts = extractor.transfers(old)
     assert facts is not None and not any(t.kind is TransferKind.INTERNAL for t in facts)
     assert len(notices) == 1 and "NOT covered" in notices[0]
-    assert extractor.dialect is TraceDialect.GETH  # still a tracing node
+    assert extractor.dialect is TraceDialect.PARITY  # still a tracing node
     rpc.bend.clear()
     node.forward(wallet, node.accounts[3], node.accounts[4], 8)
     recent = parse_block(rpc.call("eth_getBlockByNumber", [hex(node.head()), True]))
