@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from drainwatch.errors import MalformedRpcResponse
 from drainwatch.model import BlockRef, ControlChange, ControlKind, TransferStatus
-from watchers.evm.logs import EvmLog
+from watchers.evm.logs import EvmLog, block_logs
 
 #: ERC-20 / ERC-721 ``Approval(address,address,uint256)``.
 APPROVAL_TOPIC = "0x8c5be1e5ebec7d5bd14f71427d1e84f3dd0314c0f7b2291e5b200ac8c7c3b925"
@@ -107,18 +106,7 @@ def control_changes(
     """
     changes: list[ControlChange] = []
     nonstandard: list[EvmLog] = []
-    for i, log in enumerate(logs):
-        if log.removed:
-            continue
-        if (log.block_number, log.block_hash) != (block.height, block.hash):
-            raise MalformedRpcResponse(
-                endpoint,
-                _METHOD,
-                f"logs[{i}] is of block {log.block_number} {log.block_hash}, "
-                f"not of block {block.height} {block.hash}",
-            )
-        if not log.topics or log.topics[0] not in CONTROL_TOPICS:
-            continue
+    for log in block_logs(block, logs, CONTROL_TOPICS, endpoint):
         decoded = _decode(log)
         if decoded is None:
             nonstandard.append(log)

@@ -14,7 +14,7 @@ Two kinds of bad input, handled differently:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -108,6 +108,26 @@ class _Move(NamedTuple):
     amount: int
 
 
+def block_logs(
+    block: BlockRef, logs: Iterable[EvmLog], topics: Iterable[str], endpoint: str = "node"
+) -> Iterator[EvmLog]:
+    """The logs of ``block`` whose first topic is one of ``topics``, removed ones (retracted by a
+    reorg) skipped; a log of another block means the node mixed blocks up, and raises."""
+    wanted = frozenset(topics)
+    for i, log in enumerate(logs):
+        if log.removed:
+            continue
+        if (log.block_number, log.block_hash) != (block.height, block.hash):
+            raise MalformedRpcResponse(
+                endpoint,
+                _METHOD,
+                f"logs[{i}] is of block {log.block_number} {log.block_hash}, "
+                f"not of block {block.height} {block.hash}",
+            )
+        if log.topics and log.topics[0] in wanted:
+            yield log
+
+
 def token_transfers(
     chain: str,
     block: BlockRef,
@@ -123,18 +143,7 @@ def token_transfers(
     """
     transfers: list[Transfer] = []
     nonstandard: list[EvmLog] = []
-    for i, log in enumerate(logs):
-        if log.removed:
-            continue
-        if (log.block_number, log.block_hash) != (block.height, block.hash):
-            raise MalformedRpcResponse(
-                endpoint,
-                _METHOD,
-                f"logs[{i}] is of block {log.block_number} {log.block_hash}, "
-                f"not of block {block.height} {block.hash}",
-            )
-        if not log.topics or log.topics[0] not in TRANSFER_TOPICS:
-            continue
+    for log in block_logs(block, logs, TRANSFER_TOPICS, endpoint):
         moves = _decode(log)
         if moves is None:
             nonstandard.append(log)
