@@ -57,14 +57,6 @@ EVENT_TYPES: dict[
 }
 
 
-def event_chain(event: Event) -> str:
-    if isinstance(event, TransferSeen):
-        return event.transfer.chain
-    if isinstance(event, ControlChangeSeen):
-        return event.change.chain
-    return event.chain
-
-
 def event_key(event: Event) -> str:
     """The natural key of an event: replaying an event with the same key changes nothing."""
     if isinstance(event, TransferSeen):

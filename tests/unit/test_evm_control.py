@@ -4,7 +4,6 @@ approvals, and the Approval logs of two mainnet blocks counted by an independent
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,22 @@ from hypothesis import strategies as st
 
 from drainwatch.errors import MalformedRpcResponse
 from drainwatch.model import BlockRef, ControlChange, ControlKind, TransferStatus
+from tests.fixtures.evm_logs import (
+    ALICE,
+    BLOCK,
+    BOB,
+    CAROL,
+    MAINNET,
+    TIME,
+    TOKEN,
+)
+from tests.fixtures.evm_logs import drop as _drop
+from tests.fixtures.evm_logs import etl_log_to_wire as _etl_log_to_wire
+from tests.fixtures.evm_logs import jsonl as _jsonl
+from tests.fixtures.evm_logs import set_field as _set
+from tests.fixtures.evm_logs import set_topic as _set_topic
+from tests.fixtures.evm_logs import topic as _topic
+from tests.fixtures.evm_logs import wire_log as _wire
 from watchers.evm.control import (
     ADDED_OWNER_TOPIC,
     APPROVAL_FOR_ALL_TOPIC,
@@ -34,41 +49,9 @@ from watchers.evm.control import (
 )
 from watchers.evm.logs import TRANSFER_TOPIC, parse_logs
 
-BLOCK = BlockRef(height=1234, hash="0x" + "ab" * 32)
-TIME = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
-TOKEN = "0x" + "70" * 20
 SAFE = "0x" + "5a" * 20
 PROXY = "0x" + "9e" * 20
-ALICE = "0x" + "a1" * 20
-BOB = "0x" + "b0" * 20
-CAROL = "0x" + "c4" * 20
 ZERO = "0x" + "00" * 20
-MAINNET = "ethereum/mainnet-17173049-17173050"
-
-
-def _topic(value: str | int) -> str:
-    """An address or uint256 as an indexed topic, ABI-encoded."""
-    kind = "address" if isinstance(value, str) else "uint256"
-    return "0x" + encode([kind], [value]).hex()
-
-
-def _wire(
-    topics: list[str], data: bytes = b"", log_index: int = 0, address: str = TOKEN, **fields: Any
-) -> Any:
-    """One log object as a node sends it, of BLOCK unless overridden."""
-    raw = {
-        "address": address,
-        "topics": topics,
-        "data": "0x" + data.hex(),
-        "blockNumber": hex(BLOCK.height),
-        "blockHash": BLOCK.hash,
-        "transactionHash": "0x" + f"{log_index:064x}",
-        "transactionIndex": "0x0",
-        "logIndex": hex(log_index),
-        "removed": False,
-    }
-    raw.update(fields)
-    return raw
 
 
 def _approval(owner: str, spender: str, amount: int, log_index: int = 0, **fields: Any) -> Any:
@@ -335,18 +318,6 @@ def test_nonstandard_shapes_are_skipped_and_counted(name: str) -> None:
 # --- malformed answers ------------------------------------------------------------------------
 
 
-def _drop(field: str) -> Callable[[dict[str, Any]], None]:
-    return lambda raw: raw.pop(field)
-
-
-def _set(field: str, value: Any) -> Callable[[dict[str, Any]], None]:
-    return lambda raw: raw.__setitem__(field, value)
-
-
-def _set_topic(i: int, value: Any) -> Callable[[dict[str, Any]], None]:
-    return lambda raw: raw["topics"].__setitem__(i, value)
-
-
 MALFORMED = [
     (_set_topic(1, "0x" + "zz" * 32), "logs[3].topics[1]"),
     (_set_topic(2, ALICE), "logs[3].topics[2]"),  # an address where a 32-byte word belongs
@@ -406,24 +377,6 @@ def test_approval_amounts_round_trip_and_only_watched_owners_come_out(
 
 
 # --- mainnet ----------------------------------------------------------------------------------
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _etl_log_to_wire(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "address": row["address"],
-        "topics": row["topics"],
-        "data": row["data"],
-        "blockNumber": hex(row["block_number"]),
-        "blockHash": row["block_hash"],
-        "transactionHash": row["transaction_hash"],
-        "transactionIndex": hex(row["transaction_index"]),
-        "logIndex": hex(row["log_index"]),
-        "removed": False,
-    }
 
 
 def test_mainnet_approvals_match_an_independent_count(shared_data: Path) -> None:

@@ -17,6 +17,22 @@ from hypothesis import strategies as st
 
 from drainwatch.errors import MalformedRpcResponse
 from drainwatch.model import BlockRef, Transfer, TransferKind, TransferStatus
+from tests.fixtures.evm_logs import (
+    ALICE,
+    BLOCK,
+    BOB,
+    CAROL,
+    MAINNET,
+    TIME,
+    TOKEN,
+)
+from tests.fixtures.evm_logs import drop as _drop
+from tests.fixtures.evm_logs import etl_log_to_wire as _etl_log_to_wire
+from tests.fixtures.evm_logs import jsonl as _jsonl
+from tests.fixtures.evm_logs import set_field as _set
+from tests.fixtures.evm_logs import set_topic as _set_topic
+from tests.fixtures.evm_logs import topic as _topic
+from tests.fixtures.evm_logs import wire_log as _wire
 from watchers.evm.control import APPROVAL_TOPIC
 from watchers.evm.logs import (
     TRANSFER_BATCH_TOPIC,
@@ -29,41 +45,11 @@ from watchers.evm.logs import (
     token_transfers,
 )
 
-BLOCK = BlockRef(height=1234, hash="0x" + "ab" * 32)
-TIME = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
-TOKEN = "0x" + "70" * 20
 OPERATOR = "0x" + "0e" * 20
-ALICE = "0x" + "a1" * 20
-BOB = "0x" + "b0" * 20
-CAROL = "0x" + "c4" * 20
-MAINNET = "ethereum/mainnet-17173049-17173050"
 RECORDED = (
     "ethereum/rpc-recordings/test_export_token_transfers_job/block_with_transfers/"
     "web3_response.eth_getFilterLogs_0x0.json"
 )
-
-
-def _topic(value: str | int) -> str:
-    """An address or an integer as an indexed topic (left-padded to 32 bytes)."""
-    number = int(value, 16) if isinstance(value, str) else value
-    return "0x" + number.to_bytes(32).hex()
-
-
-def _wire(topics: list[str], data: bytes = b"", log_index: int = 0, **fields: Any) -> Any:
-    """One log object as a node sends it, of BLOCK unless overridden."""
-    raw = {
-        "address": TOKEN,
-        "topics": topics,
-        "data": "0x" + data.hex(),
-        "blockNumber": hex(BLOCK.height),
-        "blockHash": BLOCK.hash,
-        "transactionHash": "0x" + f"{log_index:064x}",
-        "transactionIndex": "0x0",
-        "logIndex": hex(log_index),
-        "removed": False,
-    }
-    raw.update(fields)
-    return raw
 
 
 def _erc20(sender: str, receiver: str, amount: int, log_index: int = 0, **fields: Any) -> Any:
@@ -91,24 +77,6 @@ def test_topic_constants_are_the_keccak_of_the_event_signatures() -> None:
 
 
 # --- cross-check against blockchain-etl -------------------------------------------------------
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _etl_log_to_wire(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "address": row["address"],
-        "topics": row["topics"],
-        "data": row["data"],
-        "blockNumber": hex(row["block_number"]),
-        "blockHash": row["block_hash"],
-        "transactionHash": row["transaction_hash"],
-        "transactionIndex": hex(row["transaction_index"]),
-        "logIndex": hex(row["log_index"]),
-        "removed": False,
-    }
 
 
 def _mainnet_transfers(shared_data: Path) -> list[Transfer]:
@@ -333,18 +301,6 @@ def test_nonstandard_shapes_are_skipped_and_counted(name: str) -> None:
 
 
 # --- malformed answers ------------------------------------------------------------------------
-
-
-def _drop(field: str) -> Callable[[dict[str, Any]], None]:
-    return lambda raw: raw.pop(field)
-
-
-def _set(field: str, value: Any) -> Callable[[dict[str, Any]], None]:
-    return lambda raw: raw.__setitem__(field, value)
-
-
-def _set_topic(i: int, value: Any) -> Callable[[dict[str, Any]], None]:
-    return lambda raw: raw["topics"].__setitem__(i, value)
 
 
 MALFORMED = [
