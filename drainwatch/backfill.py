@@ -40,7 +40,8 @@ from drainwatch.wiring import (
 )
 from watchers.evm.extract import BlockExtractor, BlockFacts
 from watchers.evm.follower import EvmFollower, NodeInconsistent
-from watchers.evm.mapping import EvmBlock, parse_block
+from watchers.evm.mapping import EvmBlock
+from watchers.jsonrpc import Call, call_many
 
 MAX_WORKERS = 32
 WINDOW_PER_WORKER = 4
@@ -233,17 +234,12 @@ class _Fetcher:
         for attempt in range(NOT_READY_ATTEMPTS):
             if attempt:
                 time.sleep(NOT_READY_PAUSE)
-            raw = self._rpc.call("eth_getBlockByNumber", [hex(height), True])
-            if raw is None:
-                continue
-            block = parse_block(raw, self._rpc.endpoint)
-            if block.ref.height != height:
-                raise NodeInconsistent(
-                    f"{self._rpc.endpoint}: asked for block {height}, got {block.ref.height}"
-                )
             # Until the first block with transactions has probed the trace dialect, one at a
             # time: the node is probed once, and a node without traces is reported once.
             with self._probe if self._extractor.dialect is None else nullcontext():
+                block = self._extractor.fetch(height)
+                if block is None:
+                    continue
                 facts = self._extractor.extract(block)
             if facts is not None:
                 return block, facts
@@ -274,6 +270,9 @@ class _PerThreadRpc:
 
     def call(self, method: str, params: Sequence[Any]) -> Any:
         return self._rpc().call(method, params)
+
+    def batch(self, calls: Sequence[Call]) -> list[Any]:
+        return call_many(self._rpc(), calls)
 
 
 class _Progress:

@@ -1,10 +1,10 @@
-"""JSON-RPC over HTTP, for EVM nodes and Bitcoin Core alike, with failover between endpoints.
+"""JSON-RPC over HTTP for EVM nodes and Bitcoin Core alike: the transport, calls and batches.
 
 Errors are sorted once, here: a timeout, a refused connection, HTTP 429 or 5xx is retriable
 (``RetriableRpcError``: try the next endpoint, back off); a JSON-RPC error object is an
 ``RpcError``; an answer that is not JSON-RPC at all is ``MalformedRpcResponse``. Numbers that are
 not integers are parsed as ``Decimal`` (Bitcoin Core reports BTC amounts as JSON numbers), never
-as floats.
+as floats. Failover, back-off and answer checks are middlewares around it: ``rpc_stack``.
 """
 
 from __future__ import annotations
@@ -12,24 +12,23 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from drainwatch.errors import (
-    ConfigError,
-    DrainwatchError,
-    MalformedRpcResponse,
-    RetriableRpcError,
-    RpcError,
-)
+from drainwatch.errors import MalformedRpcResponse, RetriableRpcError, RpcError
 from drainwatch.ports import JsonRpc
 
 log = logging.getLogger(__name__)
+
+#: One JSON-RPC call: method and params.
+Call = tuple[str, Sequence[Any]]
+
+#: Calls per HTTP request in a batch: hosted providers refuse larger ones (some at 100).
+MAX_BATCH = 50
 
 
 def redact_url(url: str) -> str:
@@ -68,10 +67,63 @@ class HttpJsonRpc:
         self._session.headers.update(headers or {})
         self._ids = itertools.count(1)
         self.endpoint = redact_url(url)
+        self.batches = True  # until the node refuses a batch
 
     def call(self, method: str, params: Sequence[Any]) -> Any:
-        request_id = next(self._ids)
-        payload = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": list(params)}
+        payload = {
+            "jsonrpc": "2.0",
+            "id": next(self._ids),
+            "method": method,
+            "params": list(params),
+        }
+        return unwrap_response(self.endpoint, method, self._post(payload, method))
+
+    def batch(self, calls: Sequence[Call]) -> list[Any]:
+        """Several calls in JSON-RPC batches of at most ``MAX_BATCH``, results in call order.
+
+        Any error answer in a batch raises (as ``call`` would have for that call). A node that
+        refuses batches altogether (an error object, or an answer that is not a list) is asked
+        one call at a time from then on, and that is logged once.
+        """
+        results: list[Any] = []
+        for start in range(0, len(calls), MAX_BATCH):
+            chunk = calls[start : start + MAX_BATCH]
+            if len(chunk) == 1 or not self.batches:
+                results.extend(self.call(method, params) for method, params in chunk)
+            else:
+                results.extend(self._batch(chunk))
+        return results
+
+    def _batch(self, calls: Sequence[Call]) -> list[Any]:
+        ids = [next(self._ids) for _ in calls]
+        payload = [
+            {"jsonrpc": "2.0", "id": i, "method": method, "params": list(params)}
+            for i, (method, params) in zip(ids, calls, strict=True)
+        ]
+        label = f"batch of {len(calls)} ({calls[0][0]}, …)"
+        body = self._post(payload, label)
+        if not isinstance(body, list):
+            log.warning(
+                "%s does not answer JSON-RPC batches; asking one call at a time", self.endpoint
+            )
+            self.batches = False
+            return [self.call(method, params) for method, params in calls]
+        by_id: dict[Any, Any] = {}
+        for answer in body:
+            if not isinstance(answer, dict) or "id" not in answer:
+                raise MalformedRpcResponse(self.endpoint, label, "a batch answer has no id")
+            by_id[answer["id"]] = answer
+        missing = [i for i in ids if i not in by_id]
+        if missing or len(by_id) != len(ids):
+            raise MalformedRpcResponse(
+                self.endpoint, label, f"{len(body)} answers for {len(ids)} calls"
+            )
+        return [
+            unwrap_response(self.endpoint, method, by_id[i])
+            for i, (method, _) in zip(ids, calls, strict=True)
+        ]
+
+    def _post(self, payload: Any, label: str) -> Any:
         try:
             response = self._session.post(
                 self._url, json=payload, auth=self._auth, timeout=self._timeout
@@ -79,23 +131,32 @@ class HttpJsonRpc:
         except requests.RequestException as exc:
             # Only the exception's class: its text quotes the URL, whose path may hold an API key.
             raise RetriableRpcError(
-                f"{self.endpoint}: {method} failed: {type(exc).__name__}"
+                f"{self.endpoint}: {label} failed: {type(exc).__name__}"
             ) from None
         status = response.status_code
         if status == 429 or status >= 500:
-            raise RetriableRpcError(f"{self.endpoint}: {method} answered HTTP {status}")
+            raise RetriableRpcError(f"{self.endpoint}: {label} answered HTTP {status}")
         if status in (401, 403):
             raise RpcError(
-                f"{self.endpoint}: {method} refused with HTTP {status}: check the credentials "
+                f"{self.endpoint}: {label} refused with HTTP {status}: check the credentials "
                 "named by auth_env"
             )
         try:
-            body = json.loads(response.content, parse_float=Decimal)
+            return json.loads(response.content, parse_float=Decimal)
         except ValueError as exc:
             raise MalformedRpcResponse(
-                self.endpoint, method, f"HTTP {response.status_code}, not JSON"
+                self.endpoint, label, f"HTTP {response.status_code}, not JSON"
             ) from exc
-        return unwrap_response(self.endpoint, method, body)
+
+
+def call_many(rpc: JsonRpc, calls: Sequence[Call]) -> list[Any]:
+    """``calls`` as one JSON-RPC batch where the endpoint (or middleware stack) batches, else one
+    call at a time; results in call order."""
+    batch = getattr(rpc, "batch", None)
+    if batch is not None and len(calls) > 1:
+        results: list[Any] = batch(calls)
+        return results
+    return [rpc.call(method, params) for method, params in calls]
 
 
 def unwrap_response(endpoint: str, method: str, body: Any) -> Any:
@@ -126,108 +187,3 @@ _TRANSIENT_TEXT = ("header not found", "unknown block", "missing trie node", "ra
 def is_transient(code: Any, message: str) -> bool:
     lowered = message.lower()
     return code in _TRANSIENT_CODES or any(text in lowered for text in _TRANSIENT_TEXT)
-
-
-class FailoverRpc:
-    """Several endpoints of one chain: the first that answers wins.
-
-    Any failure of one endpoint moves on to the next: a retriable one (down, slow, rate-limited,
-    behind) and a final one alike (refused credentials, an error answer, garbage), since another
-    node may well answer. The endpoint that answered is tried first next time, so a dead primary
-    costs one timeout per call, not one per round. When every endpoint fails: a final error from
-    any of them is raised at once; otherwise the round is retried with exponential back-off and
-    the last retriable error raised in the end.
-
-    ``verify`` checks an endpoint before it is first read and again after any failure of it (the
-    node behind it may have been replaced): an endpoint on the wrong network raises
-    ``ConfigError`` there, is taken out of the rotation and reported, and is never read. Only
-    when no endpoint is left does the ``ConfigError`` propagate. ``verify_all`` runs the check
-    on every endpoint at start, so a wrong backup is found before the primary fails.
-    """
-
-    def __init__(
-        self,
-        endpoints: Sequence[JsonRpc],
-        *,
-        rounds: int = 3,
-        backoff_seconds: float = 0.5,
-        sleep: Callable[[float], None] = time.sleep,
-        verify: Callable[[JsonRpc], None] | None = None,
-    ) -> None:
-        if not endpoints:
-            raise ValueError("FailoverRpc needs at least one endpoint")
-        self._endpoints = list(endpoints)
-        self._rounds = rounds
-        self._backoff = backoff_seconds
-        self._sleep = sleep
-        self._verify = verify
-        self._verified: set[int] = set()
-        self.excluded: dict[str, ConfigError] = {}
-        self.failovers = 0
-
-    @property
-    def endpoint(self) -> str:
-        return self._endpoints[0].endpoint
-
-    def verify_all(self) -> None:
-        """Check every endpoint now; one that is down is checked when it is first used."""
-        for rpc in list(self._endpoints):
-            try:
-                self._check(rpc)
-            except _Excluded:
-                continue
-            except RetriableRpcError as exc:
-                log.warning("cannot check %s yet: %s", rpc.endpoint, exc)
-        self._raise_if_none_left()
-
-    def call(self, method: str, params: Sequence[Any]) -> Any:
-        last: RetriableRpcError | None = None
-        for attempt in range(self._rounds):
-            final: DrainwatchError | None = None
-            for position, rpc in enumerate(list(self._endpoints)):
-                try:
-                    self._check(rpc)
-                    result = rpc.call(method, params)
-                except _Excluded:
-                    continue
-                except RetriableRpcError as exc:
-                    log.warning("RPC endpoint failed, trying the next: %s", exc)
-                    self._verified.discard(id(rpc))
-                    last = exc
-                    continue
-                except (RpcError, MalformedRpcResponse) as exc:
-                    self._verified.discard(id(rpc))
-                    final = final or exc
-                    continue
-                if position:
-                    # Promote the endpoint that answered so the failing one is not tried first.
-                    self._endpoints.insert(0, self._endpoints.pop(position))
-                    self.failovers += 1
-                return result
-            self._raise_if_none_left()
-            if final is not None:
-                raise final
-            if attempt + 1 < self._rounds:
-                self._sleep(self._backoff * 2**attempt)
-        assert last is not None
-        raise last
-
-    def _check(self, rpc: JsonRpc) -> None:
-        if self._verify is None or id(rpc) in self._verified:
-            return
-        try:
-            self._verify(rpc)
-        except ConfigError as exc:
-            log.error("endpoint taken out of rotation: %s", exc)
-            self._endpoints.remove(rpc)
-            self.excluded[rpc.endpoint] = exc
-            raise _Excluded from None
-        self._verified.add(id(rpc))
-
-    def _raise_if_none_left(self) -> None:
-        if not self._endpoints:
-            raise next(iter(self.excluded.values()))
-
-
-class _Excluded(Exception):
-    """Raised by ``FailoverRpc._check`` for an endpoint it has just taken out of rotation."""

@@ -28,7 +28,8 @@ from watchers.evm.follower import (
     ReorgTooDeep,
     chain_id_check,
 )
-from watchers.jsonrpc import FailoverRpc, HttpJsonRpc
+from watchers.jsonrpc import HttpJsonRpc
+from watchers.rpc_stack import FailoverRpc
 
 TOPIC = "test.events"
 
@@ -187,6 +188,13 @@ class Tampered:
         return bend(params, result) if bend else result
 
 
+def _withhold(node: Tampered) -> None:
+    """The node has the block but not yet what its value transfers are read from: receipts
+    (eth-tester: full block and receipts) or traces (anvil: header and trace_block)."""
+    node.bend["eth_getTransactionReceipt"] = lambda p, r: None
+    node.bend["trace_block"] = lambda p, r: None
+
+
 def _follower(rig: Rig, rpc: JsonRpc, **kw: Any) -> EvmFollower:
     return EvmFollower(
         rig.chain, rpc, rig.store, rig.bus, TOPIC, [rig.hot, rig.cold], start_height=rig.start, **kw
@@ -232,9 +240,7 @@ def test_a_node_that_contradicts_itself_is_retried_not_retracted(
     # A lagging backend answers the next block with a parent we never saw, while another
     # still reports our tip: no reorg can be concluded from that.
     node.bend["eth_getBlockByNumber"] = lambda p, r: (
-        dict(r, parentHash="0x" + "ee" * 32)
-        if r and p[1] and int(p[0], 16) == tip.height + 1
-        else r
+        dict(r, parentHash="0x" + "ee" * 32) if r and int(p[0], 16) == tip.height + 1 else r
     )
     with pytest.raises(NodeInconsistent):
         _follower(rig, node).step()
@@ -246,7 +252,7 @@ def test_a_missing_receipt_holds_the_block_back(evm_node: EvmNode, store: Store)
     rig = Rig(evm_node, store)
     tx = evm_node.send(rig.hot, rig.attacker, 9)
     node = Tampered(evm_node.rpc)
-    node.bend["eth_getTransactionReceipt"] = lambda p, r: None
+    _withhold(node)
     assert _follower(rig, node).step() == 0
     assert rig.events() == [] and store.get_checkpoint("devchain") is None
     node.bend.clear()
@@ -362,7 +368,7 @@ def test_a_receipt_that_never_comes_is_an_error_not_a_silent_halt(
     rig = Rig(evm_node, store)
     evm_node.send(rig.hot, rig.attacker, 9)
     node = Tampered(evm_node.rpc)
-    node.bend["eth_getTransactionReceipt"] = lambda p, r: None
+    _withhold(node)
     follower = _follower(rig, node)
     for _ in range(STALL_LIMIT - 1):
         assert follower.step() == 0
@@ -388,7 +394,7 @@ def test_a_second_reorg_under_the_first_blocks_does_not_wedge_the_chain(
     evm_node.send(rig.hot, rig.attacker, 222)
     evm_node.mine(1)  # longer than the branch we saw: the reorg is noticed
     node = Tampered(evm_node.rpc)
-    node.bend["eth_getTransactionReceipt"] = lambda p, r: None  # held back mid-way
+    _withhold(node)  # held back mid-way
     _follower(rig, node).step()
     evm_node.revert(snap)
     evm_node.send(rig.outsider, rig.attacker, 3)
@@ -458,3 +464,51 @@ def test_a_block_without_state_is_a_coverage_gap_not_the_end_of_tracing(anvil_ur
     recent = parse_block(rpc.call("eth_getBlockByNumber", [hex(node.head()), True]))
     found = extractor.transfers(recent)
     assert found is not None and [t.amount for t in found if t.kind is TransferKind.INTERNAL] == [8]
+
+
+def test_header_and_traces_give_what_full_block_and_receipts_give(anvil_url: str) -> None:
+    """On a node offering trace_block only the header and the traces are read; the transfers
+    are those of the full-block-and-receipts route, for every kind of transaction in one block:
+    payment out and in, a reverted payment, a creation carrying value, a contract paying on,
+    a value-0 call."""
+    from watchers.evm.extract import BlockExtractor, TraceDialect
+
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    hot, outsider, attacker = node.accounts[1], node.accounts[3], node.accounts[4]
+    wallet = node.deploy(FORWARDER_INITCODE)
+    reverter = node.deploy_reverter()
+    rpc = node.rpc
+    rpc.call("evm_setAutomine", [False])
+    try:
+        sent = [
+            {"from": hot, "to": attacker, "value": hex(7)},
+            {"from": outsider, "to": hot, "value": hex(8)},
+            {"from": hot, "to": reverter, "value": hex(9), "gas": hex(100_000)},
+            {"from": hot, "value": hex(10), "data": "0x00"},  # creation: pays the new contract
+            {"from": outsider, "to": wallet, "value": hex(11), "data": "0x" + "00" * 12 + hot[2:]},
+            {"from": hot, "to": wallet, "value": "0x0", "data": "0x" + "00" * 12 + attacker[2:]},
+        ]
+        for tx in sent:
+            rpc.call("eth_sendTransaction", [tx])
+        rpc.call("evm_mine", [])
+    finally:
+        rpc.call("evm_setAutomine", [True])
+    height = node.head()
+    watched = frozenset({hot.lower(), wallet.lower()})
+    traced = BlockExtractor("dev", rpc, watched)
+    header = traced.fetch(height)  # the first fetch: header form, the dialect still unknown
+    assert header is not None and not header.full and len(header.tx_hashes) == len(sent)
+    by_traces = traced.transfers(header)
+    assert traced.dialect is TraceDialect.PARITY
+    geth_only = Tampered(rpc)
+
+    def no_parity(params: Sequence[Any], result: Any) -> Any:
+        raise RpcError("the method trace_block does not exist (-32601)")
+
+    geth_only.bend["trace_block"] = no_parity
+    by_receipts = BlockExtractor("dev", geth_only, watched)
+    by_receipts.dialect = TraceDialect.GETH
+    full = by_receipts.fetch(height)
+    assert full is not None and full.full
+    assert by_traces is not None and by_traces == by_receipts.transfers(full)
+    assert sorted(t.amount for t in by_traces) == [7, 8, 10, 11, 11]  # 9 was reverted

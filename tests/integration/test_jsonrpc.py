@@ -11,7 +11,8 @@ import pytest
 
 from drainwatch.errors import BadInput, MalformedRpcResponse, RetriableRpcError, RpcError
 from tests.fixtures.evm_nodes import free_port
-from watchers.jsonrpc import FailoverRpc, HttpJsonRpc, redact_url
+from watchers.jsonrpc import HttpJsonRpc, redact_url
+from watchers.rpc_stack import FailoverRpc
 
 ANSWERS: dict[str, tuple[int, bytes]] = {
     "/garbage": (200, b"<html>gateway</html>"),

@@ -1,13 +1,24 @@
 """Everything in one EVM block that moves value out of, or control over, a watched wallet.
 
-Four sources, each read once per block: transactions and their receipts (native value of
-succeeded transactions), call traces (value moved by contracts: internal transfers), the
-block's logs (ERC-20/721/1155 transfers; approvals, Safe owner / threshold / guard / module /
-singleton events, EIP-1967 upgrades) and, for watched contract wallets, their implementation
-slots (an upgrade need not announce itself). Which trace dialect the node speaks is probed
-once (``trace_block`` first, the cheaper); a node with neither is reported once, loudly, and
-followed without internal transfers. The pure mapping lives in ``mapping``, ``traces``,
-``logs``, ``control`` and ``slots``; this module only asks the node.
+Four sources, each read once per block: native value (the transactions' own), internal transfers
+(value moved by contracts, from call traces), the block's logs (ERC-20/721/1155 transfers;
+approvals, Safe owner / threshold / guard / module / singleton events, EIP-1967 upgrades) and,
+for watched contract wallets, their implementation slots (an upgrade need not announce itself).
+
+How much is asked of the node depends on what it offers, probed once (and again after a
+failover to a node that no longer offers it):
+
+- ``trace_block`` (erigon, reth, nethermind, anvil): the block's header with transaction hashes
+  and its traces are enough: every transaction's top-level frame carries its value and whether
+  it failed, the frames below it the internal transfers. No full block, no receipts.
+- ``debug_traceBlockByNumber`` with the callTracer (geth): the full block, the receipts of the
+  transactions that touch a watched address (``eth_getBlockReceipts`` when offered and several
+  are needed, else one JSON-RPC batch), and the call traces for internal transfers.
+- neither: as for geth, without internal transfers; said once, loudly.
+
+A block whose state the node has pruned is a coverage gap for its internal transfers, said for
+that block; its native value then comes from the full block and receipts. The pure mapping lives
+in ``mapping``, ``traces``, ``logs``, ``control`` and ``slots``; this module only asks the node.
 """
 
 from __future__ import annotations
@@ -23,14 +34,30 @@ from drainwatch.model import ControlChange, Transfer
 from drainwatch.ports import JsonRpc
 from watchers.evm.control import CONTROL_TOPICS, control_changes
 from watchers.evm.logs import TRANSFER_TOPICS, parse_logs, token_transfers
-from watchers.evm.mapping import EvmBlock, EvmTx, Receipt, native_transfers, parse_receipt, touching
+from watchers.evm.mapping import (
+    EvmBlock,
+    EvmTx,
+    Receipt,
+    native_transfers,
+    parse_block,
+    parse_block_header,
+    parse_block_receipts,
+    parse_receipt,
+    touching,
+)
 from watchers.evm.slots import ImplementationWatch
 from watchers.evm.traces import (
     internal_transfers_from_call_tracer,
     internal_transfers_from_trace_block,
+    native_transfers_from_trace_block,
 )
+from watchers.jsonrpc import call_many
 
 log = logging.getLogger(__name__)
+
+
+#: The traces of a block that cannot be traced (a coverage gap, already reported).
+_GAP = object()
 
 
 class _StateGone(Exception):
@@ -67,6 +94,15 @@ class BlockFacts:
     changes: list[ControlChange]
 
 
+class NodeInconsistent(RetriableRpcError):
+    """The node's answers contradict each other or what it said before: ask again later."""
+
+
+#: Receipts needed in one block from which ``eth_getBlockReceipts`` (all of the block's) is
+#: asked for instead of the transactions' own receipts.
+BLOCK_RECEIPTS_FROM = 2
+
+
 class BlockExtractor:
     def __init__(
         self,
@@ -82,28 +118,108 @@ class BlockExtractor:
         self._watched = watched
         self._notice = notice
         self._slots = ImplementationWatch(chain, rpc, watched, safes)
-        self.dialect: TraceDialect | None = None  # probed on the first block
+        self.dialect: TraceDialect | None = None  # probed on the first block with transactions
+        self.block_receipts: bool | None = None  # eth_getBlockReceipts offered? probed on need
         self.nonstandard_logs = 0
+
+    def fetch(self, height: int) -> EvmBlock | None:
+        """The block at ``height`` in the form the node's dialect needs (header and transaction
+        hashes where ``trace_block`` is offered or not yet probed, else full); None while the
+        node has not got it."""
+        full = self.dialect not in (None, TraceDialect.PARITY)
+        raw = self._rpc.call("eth_getBlockByNumber", [hex(height), full])
+        if raw is None:
+            return None
+        block = (
+            parse_block(raw, self._rpc.endpoint)
+            if full
+            else parse_block_header(raw, self._rpc.endpoint)
+        )
+        if block.ref.height != height:
+            raise NodeInconsistent(
+                f"{self._rpc.endpoint}: asked for block {height}, got {block.ref.height}"
+            )
+        return block
 
     def extract(self, block: EvmBlock) -> BlockFacts | None:
         """What the block does to watched wallets; None while a receipt is missing or belongs to
         another block (the node is behind or has moved on: ask again later)."""
-        native = self._native(block)
-        if native is None:
+        value = self.value_transfers(block)
+        if value is None:
             return None
         tokens, changes = self._logs(block)
         changes += self._slots.changes(block)
-        return BlockFacts(native + self._internal(block) + tokens, changes)
+        return BlockFacts(value + tokens, changes)
 
     def transfers(self, block: EvmBlock) -> list[Transfer] | None:
         facts = self.extract(block)
         return None if facts is None else facts.transfers
 
+    def value_transfers(self, block: EvmBlock) -> list[Transfer] | None:
+        """Native and internal transfers touching a watched address, in block order; None
+        while the node cannot give them all yet."""
+        if not block.tx_hashes:
+            return []
+        raw: Any = None
+        if self.dialect is not TraceDialect.NONE:
+            try:
+                raw = self._traces(block)
+            except _StateGone as gap:
+                # A node without this block's state (pruned): a coverage gap, said for the
+                # block, never taken to mean the node cannot trace at all.
+                self._notice(
+                    f"{self.chain}: internal transfers of block {block.ref.height} could not be "
+                    f"traced ({gap}): that block's value moved by contracts is NOT covered / "
+                    f"ブロック {block.ref.height} の内部送金はトレースできませんでした"
+                )
+                raw = _GAP
+        endpoint = self._rpc.endpoint
+        if raw is None and self.dialect in (TraceDialect.PARITY, TraceDialect.GETH):
+            log.warning("%s: traces of block %d not ready", self.chain, block.ref.height)
+            return None  # the node has the block but not its traces yet: ask again later
+        if raw is _GAP:
+            raw = None
+        if raw is not None and self.dialect is TraceDialect.PARITY:
+            found = native_transfers_from_trace_block(
+                self.chain, block.ref, block.time, block.tx_hashes, raw, endpoint
+            )
+            native = [t for t in found if t.amount > 0 and self._touches(t)]
+            internal = internal_transfers_from_trace_block(
+                self.chain, block.ref, block.time, raw, endpoint
+            )
+            return native + [t for t in internal if self._touches(t)]
+        full = block if block.full else self._full(block)
+        if full is None:
+            return None
+        receipts_based = self._native(full)
+        if receipts_based is None:
+            return None
+        internal = []
+        if raw is not None and self.dialect is TraceDialect.GETH:
+            internal = internal_transfers_from_call_tracer(
+                self.chain, block.ref, block.time, list(block.tx_hashes), raw, endpoint
+            )
+        return receipts_based + [t for t in internal if self._touches(t)]
+
+    def _full(self, block: EvmBlock) -> EvmBlock | None:
+        """The same block (by hash: whatever a reorg does meanwhile) with full transactions."""
+        raw = self._rpc.call("eth_getBlockByHash", [block.ref.hash, True])
+        if raw is None:
+            return None  # replaced meanwhile: the follower sees the new branch next time
+        full = parse_block(raw, self._rpc.endpoint)
+        if full.ref != block.ref or full.tx_hashes != block.tx_hashes:
+            raise NodeInconsistent(
+                f"{self._rpc.endpoint}: block {block.ref.hash} read twice, differently"
+            )
+        return full
+
     def _native(self, block: EvmBlock) -> list[Transfer] | None:
+        txs = touching(block, self._watched)
+        receipts = self._receipts(block, [tx.hash for tx in txs])
+        if receipts is None:
+            return None
         outcomes: list[tuple[EvmTx, Receipt]] = []
-        for tx in touching(block, self._watched):
-            raw = self._rpc.call("eth_getTransactionReceipt", [tx.hash])
-            receipt = None if raw is None else parse_receipt(raw, self._rpc.endpoint)
+        for tx, receipt in zip(txs, receipts, strict=True):
             if receipt is None or receipt.block_hash != block.ref.hash:
                 log.warning(
                     "%s: receipt of %s not ready for block %d",
@@ -115,32 +231,37 @@ class BlockExtractor:
             outcomes.append((tx, receipt))
         return native_transfers(self.chain, block, outcomes)
 
-    def _internal(self, block: EvmBlock) -> list[Transfer]:
-        if not block.transactions or self.dialect is TraceDialect.NONE:
+    def _receipts(self, block: EvmBlock, hashes: list[str]) -> list[Receipt | None] | None:
+        """The receipts of ``hashes`` (None for one the node has not got); None when the
+        block's receipts as a whole are not available yet."""
+        if not hashes:
             return []
+        if len(hashes) >= BLOCK_RECEIPTS_FROM and self.block_receipts is not False:
+            by_block = self._block_receipts(block)
+            if by_block is not None or self.block_receipts:
+                if by_block is None:
+                    return None
+                return [by_block.get(h) for h in hashes]
+        calls = [("eth_getTransactionReceipt", [h]) for h in hashes]
+        answers = call_many(self._rpc, calls)
+        return [None if raw is None else parse_receipt(raw, self._rpc.endpoint) for raw in answers]
+
+    def _block_receipts(self, block: EvmBlock) -> dict[str, Receipt] | None:
         try:
-            raw = self._traces(block)
-        except _StateGone as gap:
-            # A node without this block's state (pruned): a coverage gap, said for the block,
-            # never taken to mean the node cannot trace at all.
-            self._notice(
-                f"{self.chain}: internal transfers of block {block.ref.height} could not be "
-                f"traced ({gap}): that block's value moved by contracts is NOT covered / "
-                f"ブロック {block.ref.height} の内部送金はトレースできませんでした"
-            )
-            return []
-        if self.dialect is TraceDialect.GETH:
-            hashes = [tx.hash for tx in block.transactions]
-            found = internal_transfers_from_call_tracer(
-                self.chain, block.ref, block.time, hashes, raw, self._rpc.endpoint
-            )
-        elif self.dialect is TraceDialect.PARITY:
-            found = internal_transfers_from_trace_block(
-                self.chain, block.ref, block.time, raw, self._rpc.endpoint
-            )
-        else:
-            return []
-        return [t for t in found if self._touches(t)]
+            raw = self._rpc.call("eth_getBlockReceipts", [block.ref.hash])
+        except RetriableRpcError:
+            raise
+        except RpcError as exc:
+            if not _method_missing(exc):
+                raise
+            log.info("%s: eth_getBlockReceipts not offered: %s", self.chain, exc)
+            self.block_receipts = False
+            return None
+        self.block_receipts = True
+        if raw is None:
+            return None
+        receipts = parse_block_receipts(raw, self._rpc.endpoint)
+        return {r.tx_hash: r for r in receipts if r.tx_hash is not None}
 
     def _traces(self, block: EvmBlock) -> Any:
         """The block's traces in the known dialect; probed again when the endpoint in use no

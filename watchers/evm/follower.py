@@ -26,8 +26,10 @@ from drainwatch.events import (
 )
 from drainwatch.model import BlockRef, Chain
 from drainwatch.ports import EventBus, JsonRpc, Store
-from watchers.evm.extract import BlockExtractor
-from watchers.evm.mapping import EvmBlock, parse_block, parse_block_ref, parse_quantity
+from watchers.evm.extract import BlockExtractor, NodeInconsistent
+
+__all__ = ["EvmFollower", "NodeInconsistent", "ReorgTooDeep", "chain_id_check"]
+from watchers.evm.mapping import EvmBlock, parse_block_ref, parse_quantity
 from watchers.evm.mempool import MempoolWatch
 
 log = logging.getLogger(__name__)
@@ -40,10 +42,6 @@ STALL_LIMIT = 5
 
 class ReorgTooDeep(DrainwatchError):
     pass
-
-
-class NodeInconsistent(RetriableRpcError):
-    """The node's answers contradict each other or what it said before: ask again later."""
 
 
 def chain_id_check(chain_name: str, expected: int) -> Callable[[JsonRpc], None]:
@@ -120,7 +118,7 @@ class EvmFollower:
             if height > target:
                 self._poll_mempool()
                 return processed
-            block = self._fetch_block(height)
+            block = self._extractor.fetch(height)
             if block is None:  # the node (or the backend that answered) has not got it yet
                 return processed
             if tip is not None and block.parent_hash != tip.hash:
@@ -149,17 +147,6 @@ class EvmFollower:
         if self._start_height is not None:
             return self._start_height
         return max(target, 0)  # a new deployment starts at the confirmed head, not at genesis
-
-    def _fetch_block(self, height: int) -> EvmBlock | None:
-        raw = self._rpc.call("eth_getBlockByNumber", [hex(height), True])
-        if raw is None:
-            return None
-        block = parse_block(raw, self._rpc.endpoint)
-        if block.ref.height != height:
-            raise NodeInconsistent(
-                f"{self._rpc.endpoint}: asked for block {height}, got {block.ref.height}"
-            )
-        return block
 
     def _process(self, block: EvmBlock) -> bool:
         """Publish one block's events; False when the node cannot give all of them yet."""

@@ -38,10 +38,16 @@ class EvmTx:
 
 @dataclass(frozen=True)
 class EvmBlock:
+    """A block as read: with its full transactions (``full``), or only their hashes (the
+    header form, ``eth_getBlockByNumber(N, false)``, enough where the node's traces carry every
+    transaction's value)."""
+
     ref: BlockRef
     parent_hash: str
     time: datetime
     transactions: tuple[EvmTx, ...]
+    tx_hashes: tuple[str, ...] = ()
+    full: bool = True
 
 
 class RawReader:
@@ -98,6 +104,26 @@ def parse_block(raw: Any, endpoint: str = "node") -> EvmBlock:
         parent_hash=r.hash("parentHash"),
         time=datetime.fromtimestamp(r.quantity("timestamp"), UTC),
         transactions=txs,
+        tx_hashes=tuple(tx.hash for tx in txs),
+    )
+
+
+def parse_block_header(raw: Any, endpoint: str = "node") -> EvmBlock:
+    """An ``eth_getBlockByNumber(..., false)`` result: the header and the transaction hashes."""
+    r = RawReader(raw, endpoint, "eth_getBlockByNumber", "block")
+    hashes = r.raw.get("transactions")
+    if not isinstance(hashes, list):
+        raise r.fail("transactions", "is not a list")
+    for i, tx_hash in enumerate(hashes):
+        if not isinstance(tx_hash, str) or not _HASH.match(tx_hash):
+            raise r.fail(f"transactions[{i}]", f"is not a 32-byte hex hash: {tx_hash!r}")
+    return EvmBlock(
+        ref=BlockRef(height=r.quantity("number"), hash=r.hash("hash")),
+        parent_hash=r.hash("parentHash"),
+        time=datetime.fromtimestamp(r.quantity("timestamp"), UTC),
+        transactions=(),
+        tx_hashes=tuple(h.lower() for h in hashes),
+        full=False,
     )
 
 
@@ -125,6 +151,7 @@ class Receipt:
     succeeded: bool
     contract_address: str | None
     block_hash: str
+    tx_hash: str | None = None  # read where receipts come by block (eth_getBlockReceipts)
 
 
 def parse_receipt(raw: Any, endpoint: str = "node") -> Receipt:
@@ -133,15 +160,30 @@ def parse_receipt(raw: Any, endpoint: str = "node") -> Receipt:
     Receipts from before Byzantium (2017) carry no status: their transactions are taken as
     succeeded, since the receipt alone cannot tell a failed one apart.
     """
-    r = RawReader(raw, endpoint, "eth_getTransactionReceipt", "receipt")
+    return _receipt(RawReader(raw, endpoint, "eth_getTransactionReceipt", "receipt"), None)
+
+
+def parse_block_receipts(raw: Any, endpoint: str = "node") -> list[Receipt]:
+    """An ``eth_getBlockReceipts`` result: every receipt of the block, with its transaction."""
+    method = "eth_getBlockReceipts"
+    if not isinstance(raw, list):
+        raise MalformedRpcResponse(endpoint, method, "receipts is not a list")
+    receipts = []
+    for i, entry in enumerate(raw):
+        r = RawReader(entry, endpoint, method, f"receipts[{i}]")
+        receipts.append(_receipt(r, r.hash("transactionHash")))
+    return receipts
+
+
+def _receipt(r: RawReader, tx_hash: str | None) -> Receipt:
     contract = r.address("contractAddress", optional=True)
     block_hash = r.hash("blockHash")
     if r.raw.get("status") is None:
-        return Receipt(True, contract, block_hash)
+        return Receipt(True, contract, block_hash, tx_hash)
     status = r.quantity("status")
     if status not in (0, 1):
         raise r.fail("status", f"is neither 0x0 nor 0x1: {status}")
-    return Receipt(status == 1, contract, block_hash)
+    return Receipt(status == 1, contract, block_hash, tx_hash)
 
 
 def touching(block: EvmBlock, watched: frozenset[str]) -> list[EvmTx]:

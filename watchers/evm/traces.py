@@ -144,6 +144,75 @@ def internal_transfers_from_trace_block(
     return _transfers(chain, block, block_time, kept)
 
 
+def native_transfers_from_trace_block(
+    chain: str,
+    block: BlockRef,
+    block_time: datetime,
+    tx_hashes: Sequence[str],
+    raw: Any,
+    endpoint: str = "node",
+) -> list[Transfer]:
+    """Every transaction's own value transfer, from its top-level frame in a ``trace_block``
+    result: what ``mapping.native_transfers`` gives from the full block and the receipts, in one
+    call. A failed transaction (top-level ``error``) moves nothing; a creation pays the new
+    contract. ``tx_hashes`` are the block's transactions in order (from its header): the traces
+    must hold exactly one top-level frame for each, in that order, or the answer is refused.
+    Value-0 transactions are included, as in ``native_transfers``; callers select.
+    """
+    if not isinstance(raw, list):
+        raise MalformedRpcResponse(endpoint, _PARITY, "traces is not a list")
+    found: list[Transfer] = []
+    seen: list[str] = []
+    for i, entry in enumerate(raw):
+        r = RawReader(entry, endpoint, _PARITY, f"traces[{i}]")
+        if r.raw.get("type") == "reward" or _trace_address(r):
+            continue
+        if r.raw.get("blockHash") is not None and r.hash("blockHash") != block.hash.lower():
+            raise r.fail("blockHash", f"is not the hash of block {block.height}: {block.hash}")
+        tx_hash = r.hash("transactionHash")
+        seen.append(tx_hash)
+        if r.raw.get("error") is not None:
+            continue
+        move = _parity_top(r, tx_hash)
+        found.append(
+            Transfer(
+                chain=chain,
+                tx_hash=tx_hash,
+                index="tx",
+                from_address=move.from_address,
+                to_address=move.to_address,
+                asset=NATIVE_ASSET_ID,
+                amount=move.value,
+                kind=TransferKind.NATIVE,
+                status=TransferStatus.CONFIRMED,
+                block=block,
+                block_time=block_time,
+            )
+        )
+    expected = [h.lower() for h in tx_hashes]
+    if seen != expected:
+        reason = (
+            f"traces have top-level frames for {len(seen)} transactions, the block has "
+            f"{len(expected)}"
+            if len(seen) != len(expected)
+            else "the traces' transactions are not the block's, in its order"
+        )
+        raise MalformedRpcResponse(endpoint, _PARITY, reason)
+    return found
+
+
+def _parity_top(r: RawReader, tx_hash: str) -> _Move:
+    kind = r.raw.get("type")
+    action = RawReader(r.raw.get("action"), r.endpoint, _PARITY, f"{r.where}.action")
+    sender = _address(action, "from")
+    if kind == "call":
+        return _Move(tx_hash, (), sender, _address(action, "to"), action.quantity("value"))
+    if kind == "create":
+        result = RawReader(r.raw.get("result"), r.endpoint, _PARITY, f"{r.where}.result")
+        return _Move(tx_hash, (), sender, _address(result, "address"), action.quantity("value"))
+    raise r.fail("type", f"is not a transaction's top-level trace type: {kind!r}")
+
+
 def _below_failure(move: _Move, failed: set[tuple[str, tuple[int, ...]]]) -> bool:
     """Whether an ancestor (the top-level frame included) failed and so reverted this frame."""
     return any((move.tx_hash, move.path[:n]) in failed for n in range(len(move.path)))
