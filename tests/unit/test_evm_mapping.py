@@ -16,6 +16,8 @@ from watchers.evm.mapping import (
     Receipt,
     native_transfers,
     parse_block,
+    parse_block_header,
+    parse_block_receipts,
     parse_block_ref,
     parse_receipt,
     touching,
@@ -138,3 +140,40 @@ def test_a_block_that_is_not_an_object() -> None:
         parse_block(["not", "a", "block"])
     with pytest.raises(MalformedRpcResponse):
         parse_receipt(None)
+
+
+def test_the_header_form_keeps_the_transaction_hashes(shared_data: Path) -> None:
+    light = _load(
+        shared_data,
+        "test_stream/blocks_508110_508110/web3_response.eth_getBlockByNumber_0x7c0ce_false.json",
+    )
+    header = parse_block_header(light)
+    assert not header.full and header.transactions == ()
+    assert (
+        header.ref == BlockRef(508110, light["hash"]) and header.parent_hash == light["parentHash"]
+    )
+    assert header.tx_hashes == tuple(h.lower() for h in light["transactions"])
+    broken = dict(light, transactions=[light["transactions"][0], {"hash": "0x12"}])
+    with pytest.raises(MalformedRpcResponse, match=r"block\.transactions\[1\]"):
+        parse_block_header(broken)
+    with pytest.raises(MalformedRpcResponse, match=r"block\.transactions "):
+        parse_block_header(dict(light, transactions=None))
+
+
+def test_a_full_block_knows_its_hashes_too(block_47218: Any) -> None:
+    block = parse_block(block_47218)
+    assert block.full and block.tx_hashes == tuple(tx.hash for tx in block.transactions)
+
+
+def test_block_receipts_carry_their_transactions(shared_data: Path) -> None:
+    folder = shared_data / REC / "test_export_receipts_job/receipts_with_logs"
+    raws = [json.loads(p.read_text())["result"] for p in sorted(folder.glob("*.json"))]
+    receipts = parse_block_receipts(raws)
+    assert [r.tx_hash for r in receipts] == [r["transactionHash"] for r in raws]
+    assert all(r.succeeded and r.block_hash == raws[0]["blockHash"] for r in receipts)
+    nameless = copy.deepcopy(raws)
+    del nameless[2]["transactionHash"]
+    with pytest.raises(MalformedRpcResponse, match=r"receipts\[2\]\.transactionHash"):
+        parse_block_receipts(nameless)
+    with pytest.raises(MalformedRpcResponse, match="eth_getBlockReceipts"):
+        parse_block_receipts({"receipts": raws})

@@ -27,6 +27,7 @@ from drainwatch.model import BlockRef, Transfer, TransferKind, TransferStatus
 from watchers.evm.traces import (
     internal_transfers_from_call_tracer,
     internal_transfers_from_trace_block,
+    native_transfers_from_trace_block,
 )
 
 REC = "ethereum/rpc-recordings"
@@ -451,3 +452,31 @@ def test_no_more_moves_than_the_value_carrying_frames_carry(txs: list[Frame]) ->
     transfers, _ = _both_generated(txs)
     carried = sum(f.value for tx in txs for p, f in _paths(tx) if p and f.type in VALUE_TYPES)
     assert sum(t.amount for t in transfers) <= carried
+
+
+def test_top_level_frames_are_the_transactions_own_value(shared_data: Path) -> None:
+    """Block 1000895: of two payments, the one that ran out of gas moved nothing."""
+    raw = _parity(shared_data, "block_with_error", "0xf45bf")
+    block = BlockRef(1000895, raw[0]["blockHash"])
+    hashes = _tx_hashes(raw)
+    found = native_transfers_from_trace_block("ethereum", block, WHEN, hashes, raw)
+    assert [(t.tx_hash, t.index, t.amount, t.kind) for t in found] == [
+        (hashes[1], "tx", 1_100_000_000_000_000_000, TransferKind.NATIVE)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda hashes: hashes[:1], "for 2 transactions, the block has 1"),
+        (lambda hashes: [*hashes, "0x" + "ab" * 32], "for 2 transactions, the block has 3"),
+        (lambda hashes: list(reversed(hashes)), "not the block's"),
+    ],
+)
+def test_traces_that_do_not_match_the_header_are_refused(
+    shared_data: Path, change: Any, reason: str
+) -> None:
+    raw = _parity(shared_data, "block_with_error", "0xf45bf")
+    block = BlockRef(1000895, raw[0]["blockHash"])
+    with pytest.raises(MalformedRpcResponse, match=reason):
+        native_transfers_from_trace_block("ethereum", block, WHEN, change(_tx_hashes(raw)), raw)
