@@ -108,16 +108,21 @@ class HttpJsonRpc:
             )
             self.batches = False
             return [self.call(method, params) for method, params in calls]
-        by_id: dict[Any, Any] = {}
-        for answer in body:
-            if not isinstance(answer, dict) or "id" not in answer:
-                raise MalformedRpcResponse(self.endpoint, label, "a batch answer has no id")
-            by_id[answer["id"]] = answer
-        missing = [i for i in ids if i not in by_id]
-        if missing or len(by_id) != len(ids):
-            raise MalformedRpcResponse(
-                self.endpoint, label, f"{len(body)} answers for {len(ids)} calls"
+        by_id: dict[Any, Any] = {
+            answer["id"]: answer for answer in body if isinstance(answer, dict) and "id" in answer
+        }
+        if any(i not in by_id for i in ids) or len(body) != len(ids):
+            # Some proxies answer a batch they cannot pair up (ids dropped or nulled): not a
+            # broken node, just not one to batch with.
+            log.warning(
+                "%s answered a batch of %d calls with %d unpaired answers; asking one call at "
+                "a time from now on",
+                self.endpoint,
+                len(ids),
+                len(body),
             )
+            self.batches = False
+            return [self.call(method, params) for method, params in calls]
         return [
             unwrap_response(self.endpoint, method, by_id[i])
             for i, (method, _) in zip(ids, calls, strict=True)
@@ -177,10 +182,11 @@ def unwrap_response(endpoint: str, method: str, body: Any) -> Any:
     return body["result"]
 
 
-#: Error answers that say "not now" rather than "never": a rate limit (-32005, EIP-1474) or a
+#: Error answers that say "not now" rather than "never": a rate limit (-32005, EIP-1474; some
+#: providers put HTTP's 429 in the error object, per call of a batch) or a
 #: backend behind a load balancer that has not got the block yet. Another endpoint, or the same
 #: one a moment later, will answer.
-_TRANSIENT_CODES = {-32005}
+_TRANSIENT_CODES = {-32005, 429}
 _TRANSIENT_TEXT = ("header not found", "unknown block", "missing trie node", "rate limit")
 
 

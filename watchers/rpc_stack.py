@@ -15,9 +15,10 @@ it asks, and gets an answer it can trust or an error.
 
 Errors that take an endpoint out of the rotation: the node serves another network
 (``ConfigError`` from the ``Verified`` check: for good, until the process restarts with a
-corrected config) or it answered garbage (``MalformedRpcResponse``: quarantined for
-``quarantine_seconds``, then checked again before it is read again). Every other failure of an
-endpoint moves on to the next one, since another node may well answer.
+corrected config) or it answered garbage (``MalformedRpcResponse``: quarantined for 30 s, twice
+as long at each repeat up to ``quarantine_seconds``, then checked again before it is read
+again; the last node in the rotation is never quarantined, its garbage fails that call only).
+Every other failure of an endpoint moves on to the next one, since another node may well answer.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ from drainwatch.ports import JsonRpc
 from watchers.jsonrpc import Call, call_many
 
 log = logging.getLogger(__name__)
+
+#: The first quarantine of a node that answered garbage; doubled at each repeat, up to
+#: ``quarantine_seconds``.
+FIRST_QUARANTINE = 30.0
 
 #: A check of one answer: (result, params, endpoint); raises ``MalformedRpcResponse``.
 AnswerChecker = Callable[[Any, Sequence[Any], str], None]
@@ -131,6 +136,8 @@ class Failover:
         #: Out of the rotation: endpoint name -> why (and, for garbage, until when).
         self.excluded: dict[str, DrainwatchError] = {}
         self._benched: list[tuple[float, JsonRpc]] = []  # (back at, endpoint) for garbage
+        self._strikes: dict[str, int] = {}  # garbage answers per endpoint: longer each time
+        self._last_excluded: DrainwatchError | None = None
         self.failovers = 0
 
     @property
@@ -148,8 +155,8 @@ class Failover:
                 checked.verify()
             except ConfigError as exc:
                 self._exclude(rpc, exc)
-            except RetriableRpcError as exc:
-                log.warning("cannot check %s yet: %s", rpc.endpoint, exc)
+            except DrainwatchError as exc:  # down, refused, garbage: checked again when used
+                log.warning("cannot check %s yet / まだ確認できません: %s", rpc.endpoint, exc)
         self._raise_if_none_left()
 
     def call(self, method: str, params: Sequence[Any]) -> Any:
@@ -173,7 +180,7 @@ class Failover:
                 final = final or exc
                 continue
             except RetriableRpcError as exc:
-                log.warning("RPC endpoint failed, trying the next: %s", exc)
+                log.warning("RPC endpoint failed, trying the next / 次のエンドポイントへ: %s", exc)
                 retriable = exc
                 continue
             except RpcError as exc:
@@ -193,25 +200,34 @@ class Failover:
         raise retriable
 
     def _exclude(self, rpc: JsonRpc, exc: ConfigError) -> None:
-        log.error("endpoint taken out of rotation: %s", exc)
+        log.error("endpoint taken out of rotation / エンドポイントを除外: %s", exc)
         with self._lock:
             if rpc in self._endpoints:
                 self._endpoints.remove(rpc)
             self.excluded[rpc.endpoint] = exc
+            self._last_excluded = exc
 
     def _bench(self, rpc: JsonRpc, exc: MalformedRpcResponse) -> None:
-        back = self._clock() + self._quarantine
+        with self._lock:
+            if rpc not in self._endpoints:
+                return
+            if len(self._endpoints) == 1:
+                # The last node in the rotation: benching it would leave nothing to ask, so its
+                # garbage is an error of this call only (the caller pauses and asks again).
+                log.error("the only endpoint left answered garbage / 不正な応答: %s", exc)
+                return
+            strikes = self._strikes[rpc.endpoint] = self._strikes.get(rpc.endpoint, 0) + 1
+            seconds = min(self._quarantine, FIRST_QUARANTINE * 2 ** (strikes - 1))
+            self._endpoints.remove(rpc)
+            self._benched.append((self._clock() + seconds, rpc))
+            self.excluded[rpc.endpoint] = exc
+            self._last_excluded = exc
         log.error(
             "endpoint taken out of rotation for %.0f s, it answered garbage / 不正な応答のため"
             "エンドポイントを一時的に除外: %s",
-            self._quarantine,
+            seconds,
             exc,
         )
-        with self._lock:
-            if rpc in self._endpoints:
-                self._endpoints.remove(rpc)
-                self._benched.append((back, rpc))
-            self.excluded[rpc.endpoint] = exc
         checked = _verified_of(rpc)
         if checked is not None:
             checked.forget()  # checked again before it is read again
@@ -224,13 +240,14 @@ class Failover:
             due = [rpc for back, rpc in self._benched if back <= now]
             self._benched = [(back, rpc) for back, rpc in self._benched if back > now]
             for rpc in due:
-                log.warning("endpoint back in rotation after its quarantine: %s", rpc.endpoint)
+                log.warning("endpoint back in rotation / エンドポイントを復帰: %s", rpc.endpoint)
                 self._endpoints.append(rpc)
                 self.excluded.pop(rpc.endpoint, None)
 
     def _raise_if_none_left(self) -> None:
         if not self._endpoints:
-            raise next(iter(self.excluded.values()))
+            assert self._last_excluded is not None
+            raise self._last_excluded  # the exclusion that emptied the rotation
 
 
 def _verified_of(rpc: JsonRpc) -> Verified | None:

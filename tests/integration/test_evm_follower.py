@@ -512,3 +512,62 @@ def test_header_and_traces_give_what_full_block_and_receipts_give(anvil_url: str
     assert full is not None and full.full
     assert by_traces is not None and by_traces == by_receipts.transfers(full)
     assert sorted(t.amount for t in by_traces) == [7, 8, 10, 11, 11]  # 9 was reverted
+
+
+def test_traces_that_miss_a_transaction_fall_back_to_receipts(anvil_url: str) -> None:
+    """A node whose traces do not cover the block's transactions one for one (a chain with
+    system transactions, or a bug): the native value comes from the full block and receipts,
+    and the block's internal transfers are reported as a gap, never silently dropped."""
+    from watchers.evm.extract import BlockExtractor
+
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    hot, attacker = node.accounts[1], node.accounts[4]
+    tx = node.send(hot, attacker, 12)
+    short = Tampered(node.rpc)
+    short.bend["trace_block"] = lambda p, r: [t for t in r if t.get("transactionHash") != tx]
+    notices: list[str] = []
+    extractor = BlockExtractor("dev", short, frozenset({hot.lower()}), notice=notices.append)
+    block = extractor.fetch(node.head())
+    assert block is not None and not block.full
+    transfers = extractor.transfers(block)
+    assert transfers is not None
+    assert [(t.tx_hash, t.amount) for t in transfers] == [(tx.lower(), 12)]
+    assert len(notices) == 1 and "NOT covered" in notices[0]
+
+
+def test_a_node_without_traces_is_asked_again_and_the_gap_is_named(anvil_url: str) -> None:
+    """What a backup without traces answered while the primary was down is not final: asked
+    again after a while, and the blocks followed without traces are named for a backfill."""
+    from watchers.evm.extract import REPROBE_SECONDS, BlockExtractor, TraceDialect
+
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    hot, attacker = node.accounts[1], node.accounts[4]
+    now = [0.0]
+    flaky = Tampered(node.rpc)
+
+    def missing(params: Sequence[Any], result: Any) -> Any:
+        raise RpcError("the method does not exist (-32601)")
+
+    flaky.bend["trace_block"] = flaky.bend["debug_traceBlockByNumber"] = missing
+    notices: list[str] = []
+    extractor = BlockExtractor(
+        "dev", flaky, frozenset({hot.lower()}), notice=notices.append, clock=lambda: now[0]
+    )
+    heights = []
+    for _ in range(2):
+        node.send(hot, attacker, 1)
+        heights.append(node.head())
+        block = extractor.fetch(heights[-1])
+        assert block is not None and extractor.transfers(block) is not None
+    assert extractor.dialect is TraceDialect.NONE and len(notices) == 1
+    flaky.bend.clear()  # the traces come back (the primary is up again)
+    node.send(hot, attacker, 1)
+    block = extractor.fetch(node.head())
+    assert block is not None and extractor.transfers(block) is not None
+    assert extractor.dialect is TraceDialect.NONE  # not asked again before its time
+    now[0] += REPROBE_SECONDS
+    node.send(hot, attacker, 1)
+    block = extractor.fetch(node.head())
+    assert block is not None and extractor.transfers(block) is not None
+    assert extractor.dialect is TraceDialect.PARITY
+    assert f"--from {heights[0]} --to {node.head() - 1}" in notices[-1]

@@ -17,6 +17,7 @@ from tests.fixtures.evm_nodes import start_anvil
 from watchers.evm.answers import EVM_ANSWER_CHECKS
 from watchers.evm.extract import BlockExtractor, TraceDialect
 from watchers.evm.follower import chain_id_check
+from watchers.evm.mapping import parse_block
 from watchers.jsonrpc import MAX_BATCH, Call, HttpJsonRpc, call_many
 from watchers.rpc_stack import AnswerCheck, Backoff, Failover, FailoverRpc, Verified
 
@@ -101,9 +102,10 @@ def test_a_node_that_refuses_batches_is_asked_one_call_at_a_time(
     assert caplog.text.count("does not answer JSON-RPC batches") == 1
 
 
-def test_a_batch_answer_that_loses_a_call_is_malformed(odd_node: str) -> None:
-    with pytest.raises(MalformedRpcResponse, match="2 answers for 3 calls"):
-        HttpJsonRpc(odd_node + "/lostid").batch([("m", [1]), ("m", [2]), ("m", [3])])
+def test_a_batch_answer_that_loses_a_call_is_asked_again_call_by_call(odd_node: str) -> None:
+    rpc = HttpJsonRpc(odd_node + "/lostid")
+    assert rpc.batch([("m", [1]), ("m", [1, 2]), ("m", [])]) == ["0x1", "0x2", "0x0"]
+    assert not rpc.batches
 
 
 def test_call_many_without_batch_support_calls_one_by_one() -> None:
@@ -153,12 +155,52 @@ def test_without_answer_checks_garbage_reaches_the_caller(odd_node: str) -> None
     assert rpc.call("eth_getBlockByNumber", ["0x0", False])["number"] == "0xZZ"
 
 
-def test_when_the_only_node_answers_garbage_the_error_names_it(odd_node: str) -> None:
+def test_the_only_node_answering_garbage_is_never_benched(odd_node: str, anvil_url: str) -> None:
+    """Benching the last node would leave nothing to ask for minutes (one HTML error page from
+    a proxy, say): its garbage fails that call only, named, and it is asked again next time."""
     rpc = FailoverRpc([HttpJsonRpc(odd_node + "/garbage")], checks=EVM_ANSWER_CHECKS)
     with pytest.raises(MalformedRpcResponse, match=r"block\.number"):
         rpc.call("eth_getBlockByNumber", ["0x0", True])
-    with pytest.raises(MalformedRpcResponse):  # still out of the rotation: nothing is read
-        rpc.call("eth_blockNumber", [])
+    assert rpc.excluded == {}
+    assert rpc.call("eth_chainId", []) == ANVIL_CHAIN  # still asked
+
+
+def test_repeated_garbage_benches_longer_and_the_error_is_the_latest(
+    odd_node: str, anvil_url: str
+) -> None:
+    now = [0.0]
+    garbage, good = HttpJsonRpc(odd_node + "/garbage"), HttpJsonRpc(anvil_url)
+    rpc = FailoverRpc([garbage, good], checks=EVM_ANSWER_CHECKS, clock=lambda: now[0])
+    rpc.call("eth_getBlockByNumber", ["0x0", False])
+    assert garbage.endpoint in rpc.excluded
+    now[0] += 30  # back after its first 30 s ...
+    rpc.call("eth_blockNumber", [])
+    assert garbage.endpoint not in rpc.excluded
+    rpc.failover._endpoints.reverse()  # ... asked first again, and garbage again
+    rpc.call("eth_getBlockByNumber", ["0x0", False])
+    now[0] += 30
+    rpc.call("eth_blockNumber", [])
+    assert garbage.endpoint in rpc.excluded  # 60 s this time
+    now[0] += 30
+    rpc.call("eth_blockNumber", [])
+    assert garbage.endpoint not in rpc.excluded
+
+
+def test_a_backup_that_cannot_be_checked_at_start_does_not_stop_the_chain(
+    odd_node: str, anvil_url: str
+) -> None:
+    rpc = FailoverRpc(
+        [HttpJsonRpc(anvil_url), HttpJsonRpc(odd_node + "/lostid")],
+        verify=chain_id_check("dev", 31337),
+    )
+    rpc.verify_all()  # /lostid answers eth_chainId right; the point is nothing raises
+    refused = FailoverRpc(
+        [HttpJsonRpc(anvil_url), HttpJsonRpc(odd_node + "/garbage")],
+        verify=lambda r: parse_block(r.call("eth_getBlockByNumber", ["0x0", True])) and None,
+        checks=EVM_ANSWER_CHECKS,
+    )
+    refused.verify_all()  # the backup's check fails with garbage: warned, not raised
+    assert int(refused.call("eth_blockNumber", []), 16) >= 0
 
 
 def test_the_layers_compose_and_batch(anvil_url: str) -> None:
@@ -202,13 +244,19 @@ def test_backoff_retries_only_retriable_errors() -> None:
 
 
 class _Counting:
-    def __init__(self, inner: HttpJsonRpc) -> None:
+    def __init__(self, inner: HttpJsonRpc, block_receipts: bool = True) -> None:
         self.inner = inner
+        self.block_receipts = block_receipts
         self.endpoint = inner.endpoint
         self.methods: list[str] = []
 
     def call(self, method: str, params: Sequence[Any]) -> Any:
         self.methods.append(method)
+        missing = ("trace_block", "debug_traceBlockByNumber")  # a node without traces ...
+        if not self.block_receipts:
+            missing += ("eth_getBlockReceipts",)  # ... and, if so asked, without block receipts
+        if method in missing:
+            raise RpcError(f"the method {method} does not exist (-32601)")
         return self.inner.call(method, params)
 
     def batch(self, calls: Sequence[Call]) -> list[Any]:
@@ -235,21 +283,19 @@ def test_receipts_by_block_where_offered_else_one_batch(offered: bool) -> None:
         plain = HttpJsonRpc(url)
         sender, to = plain.call("eth_accounts", [])[:2]
         height = _block_of_three_payouts(plain, sender, to)
-        rpc = _Counting(plain)
+        rpc = _Counting(plain, block_receipts=offered)
         extractor = BlockExtractor("dev", rpc, frozenset({sender.lower()}))
-        extractor.dialect = TraceDialect.NONE  # the receipts route, as on a node without traces
-        if not offered:
-            extractor.block_receipts = False  # as after probing a node without the method
-        block = extractor.fetch(height)
-        assert block is not None and block.full
+        block = extractor.fetch(height)  # the header: the dialect is probed on it
+        assert block is not None
         facts = extractor.extract(block)
-        assert facts is not None
+        assert facts is not None and extractor.dialect is TraceDialect.NONE
         assert [t.amount for t in facts.transfers] == [1, 2, 3]
         receipts = [m for m in rpc.methods if "Receipt" in m]
         if offered:
             assert receipts == ["eth_getBlockReceipts"] and extractor.block_receipts
         else:
-            assert receipts == ["batch:eth_getTransactionReceipt"] * 3
+            assert receipts == ["eth_getBlockReceipts"] + ["batch:eth_getTransactionReceipt"] * 3
+            assert extractor.block_receipts is False
     finally:
         proc.terminate()
         proc.wait(timeout=10)

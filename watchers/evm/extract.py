@@ -24,12 +24,13 @@ in ``mapping``, ``traces``, ``logs``, ``control`` and ``slots``; this module onl
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from drainwatch.errors import RetriableRpcError, RpcError
+from drainwatch.errors import MalformedRpcResponse, RetriableRpcError, RpcError
 from drainwatch.model import ControlChange, Transfer
 from drainwatch.ports import JsonRpc
 from watchers.evm.control import CONTROL_TOPICS, control_changes
@@ -98,6 +99,10 @@ class NodeInconsistent(RetriableRpcError):
     """The node's answers contradict each other or what it said before: ask again later."""
 
 
+#: How often a node's missing capabilities (trace_block, eth_getBlockReceipts) are asked about
+#: again: what was learned may come from a backup answering while the primary was down.
+REPROBE_SECONDS = 300
+
 #: Receipts needed in one block from which ``eth_getBlockReceipts`` (all of the block's) is
 #: asked for instead of the transactions' own receipts.
 BLOCK_RECEIPTS_FROM = 2
@@ -112,6 +117,7 @@ class BlockExtractor:
         *,
         safes: Iterable[str] = (),
         notice: Callable[[str], None] = log.warning,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.chain = chain
         self._rpc = rpc
@@ -121,6 +127,10 @@ class BlockExtractor:
         self.dialect: TraceDialect | None = None  # probed on the first block with transactions
         self.block_receipts: bool | None = None  # eth_getBlockReceipts offered? probed on need
         self.nonstandard_logs = 0
+        self._clock = clock
+        self._reprobe_at = 0.0  # when a dialect short of trace_block is asked about again
+        self._untraced_from: int | None = None  # first block followed without traces
+        self._receipts_reprobe_at = 0.0
 
     def fetch(self, height: int) -> EvmBlock | None:
         """The block at ``height`` in the form the node's dialect needs (header and transaction
@@ -160,34 +170,31 @@ class BlockExtractor:
         while the node cannot give them all yet."""
         if not block.tx_hashes:
             return []
-        raw: Any = None
-        if self.dialect is not TraceDialect.NONE:
-            try:
-                raw = self._traces(block)
-            except _StateGone as gap:
-                # A node without this block's state (pruned): a coverage gap, said for the
-                # block, never taken to mean the node cannot trace at all.
-                self._notice(
-                    f"{self.chain}: internal transfers of block {block.ref.height} could not be "
-                    f"traced ({gap}): that block's value moved by contracts is NOT covered / "
-                    f"ブロック {block.ref.height} の内部送金はトレースできませんでした"
-                )
-                raw = _GAP
+        # The dialect is read once into a local: in a backfill several workers share this
+        # extractor, and another may be probing meanwhile.
+        dialect, raw = self._traces_of(block)
         endpoint = self._rpc.endpoint
-        if raw is None and self.dialect in (TraceDialect.PARITY, TraceDialect.GETH):
+        if raw is None and dialect in (TraceDialect.PARITY, TraceDialect.GETH):
             log.warning("%s: traces of block %d not ready", self.chain, block.ref.height)
             return None  # the node has the block but not its traces yet: ask again later
-        if raw is _GAP:
-            raw = None
-        if raw is not None and self.dialect is TraceDialect.PARITY:
-            found = native_transfers_from_trace_block(
-                self.chain, block.ref, block.time, block.tx_hashes, raw, endpoint
-            )
-            native = [t for t in found if t.amount > 0 and self._touches(t)]
-            internal = internal_transfers_from_trace_block(
-                self.chain, block.ref, block.time, raw, endpoint
-            )
-            return native + [t for t in internal if self._touches(t)]
+        if raw is not None and dialect is TraceDialect.PARITY:
+            _same_block(raw, block, endpoint)
+            try:
+                found = native_transfers_from_trace_block(
+                    self.chain, block.ref, block.time, block.tx_hashes, raw, endpoint
+                )
+            except MalformedRpcResponse as exc:
+                # Traces that do not cover the block's transactions one for one (a chain with
+                # system transactions, or a node bug): the native value comes from the full
+                # block and the receipts instead, and this block's internal transfers are a gap.
+                self._gap(block, str(exc))
+                raw = None
+            else:
+                native = [t for t in found if t.amount > 0 and self._touches(t)]
+                internal = internal_transfers_from_trace_block(
+                    self.chain, block.ref, block.time, raw, endpoint
+                )
+                return native + [t for t in internal if self._touches(t)]
         full = block if block.full else self._full(block)
         if full is None:
             return None
@@ -195,11 +202,49 @@ class BlockExtractor:
         if receipts_based is None:
             return None
         internal = []
-        if raw is not None and self.dialect is TraceDialect.GETH:
+        if raw is not None and dialect is TraceDialect.GETH:
             internal = internal_transfers_from_call_tracer(
                 self.chain, block.ref, block.time, list(block.tx_hashes), raw, endpoint
             )
         return receipts_based + [t for t in internal if self._touches(t)]
+
+    def _traces_of(self, block: EvmBlock) -> tuple[TraceDialect | None, Any]:
+        """The dialect used and the block's traces: ``(NONE, None)`` without tracing, ``(None,
+        None)`` for a coverage gap (already reported), ``(dialect, None)`` when not ready."""
+        dialect = self.dialect
+        if dialect is not TraceDialect.PARITY and self._clock() >= self._reprobe_at:
+            # Learned from whichever node answered (a backup without traces while the primary
+            # was down, say): asked again now and then, never taken as final for the run.
+            dialect = None
+        if dialect is TraceDialect.NONE:
+            return dialect, None
+        try:
+            dialect, raw = self._traces(dialect, block)
+        except _StateGone as gap:
+            # A node without this block's state (pruned): a coverage gap, said for the block,
+            # never taken to mean the node cannot trace at all.
+            self._gap(block, str(gap))
+            return None, None
+        if dialect is TraceDialect.NONE:
+            self._untraced_from = self._untraced_from or block.ref.height
+        elif self._untraced_from is not None:
+            first, self._untraced_from = self._untraced_from, None
+            self._notice(
+                f"{self.chain}: internal transfers are traced again from block "
+                f"{block.ref.height}; blocks {first}–{block.ref.height - 1} were not traced: "
+                f"run `drainwatch backfill CONFIG --chain {self.chain} --from {first} --to "
+                f"{block.ref.height - 1}` to cover them / ブロック {block.ref.height} から"
+                f"内部送金のトレースを再開しました。ブロック {first}〜{block.ref.height - 1} は"
+                " backfill で補ってください"
+            )
+        return dialect, raw
+
+    def _gap(self, block: EvmBlock, reason: str) -> None:
+        self._notice(
+            f"{self.chain}: internal transfers of block {block.ref.height} could not be "
+            f"traced ({reason}): that block's value moved by contracts is NOT covered / "
+            f"ブロック {block.ref.height} の内部送金はトレースできませんでした"
+        )
 
     def _full(self, block: EvmBlock) -> EvmBlock | None:
         """The same block (by hash: whatever a reorg does meanwhile) with full transactions."""
@@ -236,6 +281,8 @@ class BlockExtractor:
         block's receipts as a whole are not available yet."""
         if not hashes:
             return []
+        if self.block_receipts is False and self._clock() >= self._receipts_reprobe_at:
+            self.block_receipts = None
         if len(hashes) >= BLOCK_RECEIPTS_FROM and self.block_receipts is not False:
             by_block = self._block_receipts(block)
             if by_block is not None or self.block_receipts:
@@ -256,6 +303,7 @@ class BlockExtractor:
                 raise
             log.info("%s: eth_getBlockReceipts not offered: %s", self.chain, exc)
             self.block_receipts = False
+            self._receipts_reprobe_at = self._clock() + REPROBE_SECONDS
             return None
         self.block_receipts = True
         if raw is None:
@@ -263,20 +311,29 @@ class BlockExtractor:
         receipts = parse_block_receipts(raw, self._rpc.endpoint)
         return {r.tx_hash: r for r in receipts if r.tx_hash is not None}
 
-    def _traces(self, block: EvmBlock) -> Any:
+    def _traces(self, known: TraceDialect | None, block: EvmBlock) -> tuple[TraceDialect, Any]:
         """The block's traces in the known dialect; probed again when the endpoint in use no
         longer offers it (a failover to a node of another kind)."""
-        if self.dialect is not None:
+        if known is not None:
             try:
-                return self._trace(self.dialect, block)
+                return known, self._trace(known, block)
             except RetriableRpcError:
                 raise
             except RpcError as exc:
                 if not _method_missing(exc):
                     raise _StateGone(str(exc)) from exc
-                self.dialect = None
-        self.dialect, raw = self._probe(block)
-        return raw
+        dialect, raw = self._probe(block)
+        if dialect is not self.dialect and dialect is TraceDialect.NONE:
+            self._notice(
+                f"{self.chain}: the node offers neither debug_traceBlockByNumber nor "
+                "trace_block: value moved by contracts (internal transfers) is NOT watched on "
+                f"this chain from block {block.ref.height} (asked again every "
+                f"{REPROBE_SECONDS // 60} minutes) / {self.chain}: ノードがトレース API を提供して"
+                "いないため、コントラクト経由の内部送金は監視されません（定期的に再確認します）"
+            )
+        self.dialect = dialect
+        self._reprobe_at = self._clock() + REPROBE_SECONDS
+        return dialect, raw
 
     def _probe(self, block: EvmBlock) -> tuple[TraceDialect, Any]:
         # trace_block first: where a node offers both (anvil, erigon, reth), it answers the same
@@ -293,12 +350,6 @@ class BlockExtractor:
                     self.dialect = dialect
                     raise _StateGone(str(exc)) from exc
                 log.info("%s: %s not offered: %s", self.chain, dialect, exc)
-        self._notice(
-            f"{self.chain}: the node offers neither debug_traceBlockByNumber nor trace_block: "
-            "value moved by contracts (internal transfers) is NOT watched on this chain / "
-            f"{self.chain}: ノードがトレース API を提供していないため、コントラクト経由の内部送金は"
-            "監視されません"
-        )
         return TraceDialect.NONE, None
 
     def _trace(self, dialect: TraceDialect, block: EvmBlock) -> Any:
@@ -321,3 +372,17 @@ class BlockExtractor:
 
     def _touches(self, t: Transfer) -> bool:
         return t.from_address in self._watched or t.to_address in self._watched
+
+
+def _same_block(raw: Any, block: EvmBlock, endpoint: str) -> None:
+    """Traces asked for by height that belong to another block at that height: a reorg between
+    the header and the traces (or backends that disagree), asked again later, not garbage."""
+    if not isinstance(raw, list):
+        return  # the mapping names what is wrong
+    for entry in raw:
+        found = entry.get("blockHash") if isinstance(entry, dict) else None
+        if isinstance(found, str) and found.lower() != block.ref.hash:
+            raise NodeInconsistent(
+                f"{endpoint}: the traces of block {block.ref.height} are of block {found}, not "
+                f"{block.ref.hash} (a reorg meanwhile?)"
+            )
