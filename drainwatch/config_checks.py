@@ -58,6 +58,12 @@ def _chain_problems(path: FieldPath, chain: ChainSettings) -> Iterator[Problem]:
             yield (*path, "network"), "a bitcoin network is mainnet, testnet, signet or regtest"
     if evm and chain.address_prefixes is not None:
         yield (*path, "address_prefixes"), "only allowed on a bitcoin chain"
+    for i, endpoint in enumerate(chain.rpc):
+        if not evm and endpoint.url and urlsplit(endpoint.url).scheme in ("ws", "wss"):
+            yield (
+                (*path, "rpc", i, "url"),
+                "Bitcoin Core serves JSON-RPC over http(s) only, not WebSocket",
+            )
     url = chain.explorer_tx_url
     if url is not None and ("{tx}" not in url or urlsplit(url).scheme not in ("http", "https")):
         yield (*path, "explorer_tx_url"), "must be an http(s) URL containing {tx}"

@@ -61,8 +61,8 @@ def _no_credentials(url: str, what: str, env_field: str) -> str:
 
 
 def _endpoint_url(url: str) -> str:
-    # Other schemes are let through for in-process test chains (the drill's ethtester://);
-    # the wiring decides which schemes it can reach.
+    # Other schemes are let through for in-process test chains (eth-tester in the tests); the
+    # wiring decides which schemes it can reach.
     parts = urlsplit(url)
     if not re.match(r"^[a-z][a-z0-9+.-]*$", parts.scheme) or not parts.netloc:
         raise ValueError("must be a URL such as https://host:port/path")
