@@ -71,13 +71,20 @@ class Pipeline:
         on_error: ErrorReport,
         *,
         consume: bool,
+        heads: Mapping[str, threading.Event] | None = None,
     ) -> None:
         """Until ``stop``: a thread per chain, plus a processor thread when ``consume`` (a bus
-        that keeps messages, where the processor is not driven by the followers)."""
+        that keeps messages, where the processor is not driven by the followers).
+
+        ``heads`` maps a chain to its new-head signal (set by a ``newHeads`` subscription): its
+        follow thread waits on it rather than for the whole poll interval, which then only
+        bounds the wait."""
+        heads = heads or {}
         threads = [
             threading.Thread(
                 target=self._follow,
                 args=(f, stop, intervals.get(f.chain.name, 1.0), on_error),
+                kwargs={"head": heads.get(f.chain.name)},
                 name=f"follow-{f.chain.name}",
                 daemon=True,
             )
@@ -92,14 +99,24 @@ class Pipeline:
         for thread in threads:
             thread.start()
         stop.wait()
+        for head in heads.values():
+            head.set()  # a follow thread waiting on its head signal sees ``stop`` now
         for thread in threads:
             thread.join(timeout=30)
 
     def _follow(
-        self, follower: EvmFollower, stop: threading.Event, interval: float, on_error: ErrorReport
+        self,
+        follower: EvmFollower,
+        stop: threading.Event,
+        interval: float,
+        on_error: ErrorReport,
+        *,
+        head: threading.Event | None = None,
     ) -> None:
         name = follower.chain.name
         while not stop.is_set():
+            if head is not None:
+                head.clear()  # a head announced from now on is looked for by the next step
             try:
                 follower.step()
                 self._failures.pop(name, None)
@@ -110,7 +127,7 @@ class Pipeline:
                 on_error(name, exc, pause)
                 stop.wait(pause)
                 continue
-            stop.wait(interval)
+            (head or stop).wait(interval)
 
     def _consume(self, stop: threading.Event, on_error: ErrorReport) -> None:
         while not stop.is_set():
@@ -129,9 +146,11 @@ class Pipeline:
         return min(MAX_PAUSE, 2.0**failures)
 
     def drain(self) -> int:
+        """Hand the processor what is waiting, a poll's batch at a time: each batch is one
+        store transaction, and its offsets are committed only once it was applied."""
         total = 0
-        handle = self.processor.handle_message
-        while (taken := self._subscription.poll(handle, timeout=self._poll_timeout)) > 0:
+        handle = self.processor.handle_messages
+        while (taken := self._subscription.poll_batch(handle, timeout=self._poll_timeout)) > 0:
             total += taken
         return total
 

@@ -8,6 +8,7 @@ adapter.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -28,6 +29,17 @@ from drainwatch.model import (
 
 class Store(Protocol):
     """Durable state. Every write is idempotent on its natural key: replaying changes nothing."""
+
+    def batch(self) -> AbstractContextManager[None]:
+        """One transaction for every call this thread makes to the store inside the block: all
+        of its writes take effect when the block ends, none when it raises (the exception goes
+        on). Reads inside see the batch's own writes; other threads see none of them until the
+        end, and their own calls are never part of it. A batch opened inside a batch joins it.
+
+        A ``StoreError`` inside spoils the whole batch (PostgreSQL refuses every later statement
+        of a failed transaction): let it propagate. Every write keeps its guarantees inside:
+        idempotent on its key, a confirmed row never sent back to pending.
+        """
 
     def record_block(
         self, chain: str, block: BlockRef, parent_hash: str, block_time: datetime
@@ -136,6 +148,7 @@ class Message:
 
 
 Handler = Callable[[Message], None]
+BatchHandler = Callable[[Sequence[Message]], None]
 
 
 class Subscription(Protocol):
@@ -148,6 +161,18 @@ class Subscription(Protocol):
         handler raises, nothing past the last success is committed, the exception propagates,
         and the failed message is delivered again by the next poll (or to the next member of the
         group after a restart).
+        """
+
+    def poll_batch(
+        self, handler: BatchHandler, *, max_messages: int = 500, timeout: float = 1.0
+    ) -> int:
+        """Hand the waiting messages (up to ``max_messages``) to ``handler`` in one call, in
+        partition order, and return how many it took; nothing is handed over when none arrive
+        within ``timeout``.
+
+        All or nothing: the offsets of the batch are committed only after ``handler`` returned,
+        together. When it raises, none is committed, the exception propagates, and the next
+        poll delivers the whole batch again (or the group's next member does, after a restart).
         """
 
     def backlog(self) -> int | None:

@@ -4,7 +4,8 @@ Why mimic Kafka instead of a plain queue: the pipeline is written once against
 ``drainwatch.ports.EventBus``, and a consumer that is correct here must stay correct on Kafka.
 So a topic is an append-only log split into partitions, each consumer group keeps its own
 committed offset per partition, an offset moves only after the handler returned, and a handler
-that raises leaves its message to be delivered again.
+that raises leaves its message (``poll``) or its whole batch (``poll_batch``) to be delivered
+again.
 
 Partitioning: a topic has ``partitions`` partitions (default 1) and a message goes to
 ``crc32(key) % partitions``. A stable hash (not ``hash()``, which is salted per process) keeps a
@@ -27,7 +28,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from drainwatch.errors import BusError
-from drainwatch.ports import Handler, Message
+from drainwatch.ports import BatchHandler, Handler, Message
 
 
 @dataclass
@@ -131,9 +132,11 @@ class InProcessBus:
                 for log, offset in zip(t.partitions, t.offsets(sub.group), strict=True)
             )
 
-    def _commit(self, group: str, message: Message) -> None:
+    def _commit(self, group: str, messages: list[Message]) -> None:
+        """Commit up to and including ``messages``, which are in offset order per partition."""
         with self._cond:
-            self._topics[message.topic].offsets(group)[message.partition] = message.offset + 1
+            for message in messages:
+                self._topics[message.topic].offsets(group)[message.partition] = message.offset + 1
 
     def _release(self, topic: str, group: str) -> None:
         with self._cond:
@@ -164,17 +167,34 @@ class InProcessSubscription:
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
         batch = self._bus._claim(self, max_messages, timeout)
+        if not batch:
+            return 0  # the group was not claimed: another member may hold it
         handled = 0
         try:
             for message in batch:
                 handler(message)
                 # Commit each message as soon as its handler returned: in memory this costs
                 # nothing, and it makes "committed up to the last success" exact.
-                self._bus._commit(self.group, message)
+                self._bus._commit(self.group, [message])
                 handled += 1
         finally:
             self._bus._release(self.topic, self.group)
         return handled
+
+    def poll_batch(
+        self, handler: BatchHandler, *, max_messages: int = 500, timeout: float = 1.0
+    ) -> int:
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        batch = self._bus._claim(self, max_messages, timeout)
+        if not batch:
+            return 0
+        try:
+            handler(batch)
+            self._bus._commit(self.group, batch)
+        finally:
+            self._bus._release(self.topic, self.group)
+        return len(batch)
 
     def backlog(self) -> int | None:
         """Exact, never None: every member of the group holds every partition, so this is the

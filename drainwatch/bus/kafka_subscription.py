@@ -2,7 +2,9 @@
 
 At-least-once consumption: auto-commit is off (``KafkaBus`` forces it); a poll commits the
 offsets of the messages whose handler returned, and when a handler raises it commits those,
-seeks every partition of the batch back to its first unhandled message and re-raises.
+seeks every partition of the batch back to its first unhandled message and re-raises. A
+``poll_batch`` commits the whole batch once its handler returned, or nothing, seeking every
+partition of the batch back to its start, when it raised.
 
 Import it from ``drainwatch.bus.kafka``, which re-exports it; it lives here only to keep each
 module readable.
@@ -19,7 +21,7 @@ from kafka.errors import IllegalStateError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from drainwatch.errors import BusError
-from drainwatch.ports import Handler, Message
+from drainwatch.ports import BatchHandler, Handler, Message
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +43,7 @@ class KafkaSubscription:
         self._finalizer = weakref.finalize(self, _close_consumer, consumer)
 
     def poll(self, handler: Handler, *, max_messages: int = 500, timeout: float = 1.0) -> int:
-        if max_messages < 1:
-            raise ValueError("max_messages must be at least 1")
-        self._check_open()
-        try:
-            batch = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_messages)
-        except KafkaError as exc:
-            raise BusError(f"poll of {self.topic} on {self._where} failed: {exc}") from exc
+        batch = self._fetch(max_messages, timeout)
         done: dict[Any, Any] = {}  # TopicPartition -> OffsetAndMetadata of the next message
         handled = 0
         try:
@@ -67,6 +63,40 @@ class KafkaSubscription:
             raise
         self._commit(done)
         return handled
+
+    def poll_batch(
+        self, handler: BatchHandler, *, max_messages: int = 500, timeout: float = 1.0
+    ) -> int:
+        batch = self._fetch(max_messages, timeout)
+        messages = [_message(record) for records in batch.values() for record in records]
+        if not messages:
+            return 0
+        try:
+            handler(messages)
+        except BaseException:
+            self._rewind(batch, {})
+            raise
+        self._commit(
+            {
+                tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+                for tp, records in batch.items()
+                if records
+            }
+        )
+        return len(messages)
+
+    def _fetch(self, max_messages: int, timeout: float) -> dict[Any, list[Any]]:
+        """The consumer's next records by partition, each partition's in offset order."""
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        self._check_open()
+        try:
+            batch: dict[Any, list[Any]] = self._consumer.poll(
+                timeout_ms=int(timeout * 1000), max_records=max_messages
+            )
+        except KafkaError as exc:
+            raise BusError(f"poll of {self.topic} on {self._where} failed: {exc}") from exc
+        return batch
 
     def backlog(self) -> int | None:
         """Messages on this member's partitions past the group's committed offsets: for each

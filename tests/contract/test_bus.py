@@ -12,14 +12,14 @@ import gc
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
 from drainwatch.bus.inprocess import InProcessBus
 from drainwatch.bus.kafka import KafkaBus
 from drainwatch.errors import BusError
-from drainwatch.ports import Message
+from drainwatch.ports import Message, Subscription
 from tests.fixtures.kafka import poll_until, poll_until_caught_up
 
 # Tansu joins a group in about half the session timeout: keep it short in tests.
@@ -379,3 +379,95 @@ def test_a_closed_bus_refuses_to_publish(bus: AnyBus) -> None:
     bus.close()
     with pytest.raises(BusError):
         bus.publish(topic, "k", b"after close")
+
+
+# -- poll_batch: a batch at a time, committed whole or not at all ------------------------------
+
+
+def poll_batches_until(
+    subscription: Subscription, done: Callable[[list[Message]], bool], *, max_messages: int = 500
+) -> list[list[Message]]:
+    """The batches ``poll_batch`` hands over until ``done(all received)``; bounded."""
+    batches: list[list[Message]] = []
+    for _ in attempts():
+        if done([m for batch in batches for m in batch]):
+            return batches
+        subscription.poll_batch(
+            lambda batch: batches.append(list(batch)), max_messages=max_messages, timeout=0.5
+        )
+    pytest.fail(f"gave up with {sum(map(len, batches))} message(s) in {len(batches)} batch(es)")
+
+
+def test_poll_batch_hands_over_batches_in_order_and_commits_them(bus: AnyBus) -> None:
+    topic = new_topic(bus, 1)
+    for i in range(7):
+        bus.publish(topic, "k", f"v{i}".encode())
+    bus.flush(timeout=10)
+    group = unique("group")
+    subscription = bus.subscribe(topic, group)
+
+    batches = poll_batches_until(subscription, lambda r: len(r) >= 7, max_messages=3)
+    assert all(0 < len(batch) <= 3 for batch in batches), "max_messages was not honoured"
+    assert values([m for batch in batches for m in batch]) == [f"v{i}".encode() for i in range(7)]
+    assert subscription.backlog() == 0
+    subscription.close()
+
+    bus.publish(topic, "k", b"later")
+    bus.flush(timeout=10)
+    after = poll_batches_until(bus.subscribe(topic, group), lambda r: len(r) >= 1)
+    assert [values(batch) for batch in after] == [[b"later"]], "a committed batch came back"
+
+
+def test_a_batch_handler_that_raises_commits_none_of_its_batch(bus: AnyBus) -> None:
+    topic = new_topic(bus, 3)
+    published = [f"v{i}".encode() for i in range(12)]
+    for i, value in enumerate(published):
+        bus.publish(topic, f"key{i % 4}", value)
+    bus.flush(timeout=10)
+    group = unique("group")
+    subscription = bus.subscribe(topic, group)
+
+    failed: list[Message] = []
+
+    def fails(batch: Sequence[Message]) -> None:
+        failed.extend(batch)
+        raise Crash("failed in the middle of the batch")
+
+    for _ in attempts():
+        try:
+            subscription.poll_batch(fails, timeout=0.5)
+        except Crash:
+            break
+    assert failed, "the handler never got a batch"
+    assert subscription.backlog() == len(published), "part of a failed batch was committed"
+
+    # The failed batch comes again, every message of it, each once, in partition order.
+    again = [m for b in poll_batches_until(subscription, lambda r: len(r) >= len(published))
+             for m in b]  # fmt: skip
+    assert sorted(values(again)) == sorted(published)
+    assert {m.value for m in failed} <= set(values(again))
+    for key in {m.key for m in again}:
+        mine = [m.value for m in again if m.key == key]
+        assert mine == [v for i, v in enumerate(published) if f"key{i % 4}" == key]
+    assert subscription.backlog() == 0
+
+
+def test_a_batch_handler_that_raises_leaves_the_batch_to_the_next_member(bus: AnyBus) -> None:
+    topic = new_topic(bus, 1)
+    for i in range(4):
+        bus.publish(topic, "k", f"v{i}".encode())
+    bus.flush(timeout=10)
+    group = unique("group")
+    subscription = bus.subscribe(topic, group)
+
+    def dies(batch: Sequence[Message]) -> None:
+        raise Crash("the consumer died while applying the batch")
+
+    for _ in attempts():
+        try:
+            subscription.poll_batch(dies, timeout=0.5)
+        except Crash:
+            break
+    subscription.close()
+    resumed = poll_batches_until(bus.subscribe(topic, group), lambda r: len(r) >= 4)
+    assert values([m for batch in resumed for m in batch]) == [f"v{i}".encode() for i in range(4)]

@@ -707,6 +707,112 @@ def test_reopening_keeps_the_data(tmp_path: Path) -> None:
     second.close()
 
 
+# -- batches -------------------------------------------------------------------------------------
+
+
+class Crash(Exception):
+    """Stands for anything failing in the middle of a batch: a sink, a rule, the process."""
+
+
+def test_a_batch_that_raises_leaves_nothing_written(store: SqlStore) -> None:
+    b1 = BlockRef(1, "0xb1")
+    store.upsert_transfers([transfer("0xkept", block=b1)])
+    store.save_alert(alert("kept"))
+    with pytest.raises(Crash), store.batch():
+        assert store.upsert_transfers([transfer("0xa", block=b1), transfer("0xb")]) == 2
+        assert store.upsert_control_changes([change("0xc", block=b1)]) == 1
+        assert store.orphan_transfers("eth", b1) == 3
+        assert store.save_alert(alert("new")) is True
+        store.update_alert(replace(alert("kept"), state=AlertState.RETRACTED))
+        store.set_checkpoint("eth", b1)
+        store.record_block("eth", b1, "0xb0", T0)
+        raise Crash("a sink failed")
+    assert store.transfers() == [transfer("0xkept", block=b1)]
+    assert store.control_changes() == []
+    assert store.alerts() == [alert("kept")]
+    assert store.get_checkpoint("eth") is None
+    assert store.recent_blocks("eth", 5) == []
+
+
+def test_a_batch_reads_its_own_writes_and_others_see_them_at_the_end(store: SqlStore) -> None:
+    b1 = BlockRef(1, "0xb1")
+    seen_elsewhere: list[object] = []
+
+    def read_from_another_thread() -> None:
+        seen_elsewhere.append((store.get_alert("a1"), store.transfers()))
+
+    with store.batch():
+        store.upsert_transfers([transfer("0xa", block=b1)])
+        store.save_alert(replace(alert("a1"), block=b1))
+        assert store.get_alert("a1") == replace(alert("a1"), block=b1)
+        assert store.alerts_in_block("eth", b1) == [replace(alert("a1"), block=b1)]
+        assert store.transfers() == [transfer("0xa", block=b1)]
+        reader = threading.Thread(target=read_from_another_thread)
+        reader.start()
+        reader.join(timeout=30)
+    assert seen_elsewhere == [(None, [])], "another connection saw an uncommitted write"
+    assert store.get_alert("a1") == replace(alert("a1"), block=b1)
+    assert store.transfers() == [transfer("0xa", block=b1)]
+
+
+def test_a_batch_keeps_every_write_guarantee(store: SqlStore) -> None:
+    """Inside one transaction as in many: idempotent replays, a confirmed row never sent back
+    to pending, orphaning, re-mining into another block, alerts found by their block."""
+    old, new = BlockRef(5, "0xold"), BlockRef(5, "0xnew")
+    confirmed = transfer("0xa", block=old)
+    with store.batch():
+        assert store.upsert_transfers([confirmed]) == 1
+        assert store.upsert_transfers([confirmed]) == 0
+        assert store.upsert_transfers([transfer("0xa")]) == 0  # a late mempool sighting
+        assert store.upsert_control_changes([change("0xc", block=old)]) == 1
+        assert store.upsert_control_changes([change("0xc")]) == 0
+        assert store.save_alert(replace(alert("a1"), block=old)) is True
+        assert store.save_alert(replace(alert("a1"), block=old)) is False
+        assert store.orphan_transfers("eth", old) == 2
+        assert store.orphan_transfers("eth", old) == 0
+        assert store.upsert_transfers([transfer("0xb", block=new), transfer("0xa", block=new)])
+        store.update_alert(replace(alert("a1"), block=new))
+    assert store.transfers() == [transfer("0xb", block=new), transfer("0xa", block=new)]
+    assert store.control_changes() == [change("0xc", block=old, status=TransferStatus.ORPHANED)]
+    assert store.alerts_in_block("eth", old) == []
+    assert store.alerts_in_block("eth", new) == [replace(alert("a1"), block=new)]
+
+
+def test_a_batch_inside_a_batch_joins_it(store: SqlStore) -> None:
+    with pytest.raises(Crash), store.batch():
+        with store.batch():
+            store.save_alert(alert("inner"))
+        assert store.get_alert("inner") == alert("inner")
+        raise Crash("after the inner batch ended")
+    assert store.alerts() == []
+    with store.batch(), store.batch():
+        store.save_alert(alert("inner"))
+    assert store.alerts() == [alert("inner")]
+
+
+def test_a_store_error_in_a_batch_rolls_it_back(store: SqlStore) -> None:
+    with pytest.raises(StoreError, match="amount"), store.batch():
+        store.upsert_transfers([transfer("0xa")])
+        store.upsert_transfers([transfer("0xb", amount=MAX + 1)])
+    assert store.transfers() == []
+    store.upsert_transfers([transfer("0xa")])  # the store is usable afterwards
+    assert store.transfers() == [transfer("0xa")]
+
+
+def test_another_threads_writes_are_not_part_of_a_batch(store: SqlStore) -> None:
+    """The batch belongs to the thread that opened it: a follower recording its checkpoint
+    while the processor's batch is open commits on its own, whatever the batch does."""
+    writer = threading.Thread(target=store.set_checkpoint, args=("eth", BlockRef(9, "0xb9")))
+    with pytest.raises(Crash), store.batch():
+        store.save_alert(alert("a1"))
+        writer.start()  # on SQLite it waits for the batch's write lock; on PostgreSQL it need not
+        raise Crash("the batch fails")
+    writer.join(timeout=60)
+    assert not writer.is_alive()
+    assert store.get_checkpoint("eth") == BlockRef(9, "0xb9")
+    assert store.alerts() == []
+
+
 # -- property tests ------------------------------------------------------------------------------
 
 _names = st.text("0123456789abcdefABCDEFxyz", min_size=1, max_size=42)
@@ -769,6 +875,25 @@ def test_upsert_counts_exactly_the_rows_it_changes(
     changed = store.upsert_transfers(moves)
     after = {t.key: t for t in store.transfers()}
     assert changed == sum(1 for k, t in after.items() if before.get(k) != t)
+
+
+@_property
+@given(batch=_lists, data=st.data())
+def test_calls_in_a_batch_end_as_the_same_calls_one_by_one(
+    new_store: StoreFactory, batch: list[Transfer], data: st.DataObject
+) -> None:
+    """One event at a time, as the processor writes them: the same counts and the same rows
+    whether each call is its own transaction or all share one."""
+    known = st.sampled_from(batch) if batch else st.nothing()
+    moves = data.draw(st.lists(st.builds(_moved, known, _transfers()) | _transfers(), max_size=8))
+    calls = [*batch, *moves, *batch]
+    alone = new_store()
+    counts = [alone.upsert_transfers([t]) for t in calls]
+    rows = alone.transfers()
+    together = new_store()  # on PostgreSQL the same database, emptied
+    with together.batch():
+        assert [together.upsert_transfers([t]) for t in calls] == counts
+    assert together.transfers() == rows
 
 
 def _moved(known: Transfer, other: Transfer) -> Transfer:

@@ -4,6 +4,7 @@ alert is raised once, survives a replay without a second delivery, and is retrac
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from alerts.rules import RulePolicy, WalletBook
 from drainwatch.bus.inprocess import InProcessBus
 from drainwatch.errors import MalformedRpcResponse, RetriableRpcError, RpcError
-from drainwatch.events import BlockDisconnected, TransferSeen
+from drainwatch.events import BlockDisconnected, Event, TransferSeen
 from drainwatch.model import (
     Alert,
     AlertState,
@@ -345,3 +346,161 @@ def test_a_mempool_withdrawal_never_unconfirms_a_mined_leak(tmp_path: Path) -> N
     # The watcher's own retraction still works.
     processor.handle(BlockDisconnected("devchain", BlockRef(5, "0x" + "05" * 32)))
     assert [a.state for a, _, _ in sink.seen][-1] is AlertState.RETRACTED
+
+
+# -- a batch of messages: one store transaction, offsets committed only after it -----------------
+
+
+class FailingSink(RecordingSink):
+    """Fails on its ``fail_at``-th delivery (counted from 1), once."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.calls = 0
+        self.fail_at = fail_at
+
+    def deliver(self, alert: Alert, text_en: str, text_ja: str) -> None:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise OSError("the channel is down")
+        super().deliver(alert, text_en, text_ja)
+
+
+def _leak(cold: str, tx: int, block: BlockRef) -> TransferSeen:
+    seen = _seen(cold, block)
+    return TransferSeen(replace(seen.transfer, tx_hash=f"0x{tx:064x}"))
+
+
+def _publish(bus: InProcessBus, *events: Event) -> None:
+    from drainwatch import codec
+
+    for event in events:
+        bus.publish(TOPIC, "devchain", codec.dumps_event(event))
+
+
+def test_a_failure_in_the_middle_of_a_batch_keeps_nothing_and_commits_nothing(
+    tmp_path: Path,
+) -> None:
+    """The second of three leaks fails to deliver: the first leak's transfer and alert are not
+    kept either, and no offset moves; the next drain applies the whole batch again."""
+    from drainwatch.pipeline import Pipeline
+
+    sink = FailingSink(fail_at=2)
+    processor, store, cold = _processor(tmp_path, sink)
+    bus = InProcessBus()
+    subscription = bus.subscribe(TOPIC, "processor")
+    pipeline = Pipeline(processor, subscription, poll_timeout=0.0)
+    block = BlockRef(4, "0x" + "04" * 32)
+    leaks = [_leak(cold, tx, block) for tx in (1, 2, 3)]
+    _publish(bus, *leaks)
+
+    with pytest.raises(OSError, match="channel is down"):
+        pipeline.drain()
+    assert [a.tx_hash for a, _, _ in sink.seen] == [leaks[0].transfer.tx_hash]  # delivered
+    assert store.transfers() == [] and store.alerts() == []  # but nothing kept
+    assert subscription.backlog() == 3
+
+    assert pipeline.drain() == 3
+    # At least once: the first alert again, then the others, each saved once.
+    assert [a.tx_hash for a, _, _ in sink.seen] == [
+        leaks[0].transfer.tx_hash,
+        *(leak.transfer.tx_hash for leak in leaks),
+    ]
+    assert [t.tx_hash for t in store.transfers()] == [leak.transfer.tx_hash for leak in leaks]
+    assert len(store.alerts()) == 3 and subscription.backlog() == 0
+    assert pipeline.drain() == 0
+
+
+def test_a_block_disconnected_after_its_transfers_in_one_batch(tmp_path: Path) -> None:
+    """Order holds inside a batch: the leak is stored and alerted, then retracted with its
+    block, and a block that replaces it raises the alert again, all in one transaction."""
+    from drainwatch.pipeline import Pipeline
+
+    sink = RecordingSink()
+    processor, store, cold = _processor(tmp_path, sink)
+    bus = InProcessBus()
+    subscription = bus.subscribe(TOPIC, "processor")
+    b1, b2 = BlockRef(10, "0x" + "01" * 32), BlockRef(10, "0x" + "02" * 32)
+    _publish(
+        bus, _seen(cold, b1), BlockDisconnected("devchain", b1), _seen(cold, b2), _seen(cold, b2)
+    )
+    batches: list[int] = []
+    handle = processor.handle_messages
+    while subscription.poll_batch(lambda b: (batches.append(len(b)), handle(b)), timeout=0):
+        pass
+    assert batches == [4], "the drain was not one batch"
+    assert [(a.state, a.block) for a, _, _ in sink.seen] == [
+        (AlertState.CONFIRMED, b1),
+        (AlertState.RETRACTED, b1),
+        (AlertState.CONFIRMED, b2),
+    ]
+    [stored] = store.alerts()
+    assert (stored.state, stored.block) == (AlertState.CONFIRMED, b2)
+    [transfer] = store.transfers()
+    assert (transfer.status, transfer.block) == (TransferStatus.CONFIRMED, b2)
+
+    # The batch replayed (a restart before the commit) re-runs the same states (see the
+    # processor: intermediate updates may repeat) and ends where it was.
+    replay = bus.subscribe(TOPIC, "replayer")
+    assert Pipeline(processor, replay, poll_timeout=0.0).drain() == 4
+    assert (sink.seen[-1][0].state, sink.seen[-1][0].block) == (AlertState.CONFIRMED, b2)
+    assert store.alerts() == [stored] and store.transfers() == [transfer]
+
+
+def test_an_unreadable_message_in_a_batch_after_a_leak(tmp_path: Path) -> None:
+    """The leak before it is applied and alerted (it must not wait for an upgrade); the batch
+    stays uncommitted, and its replays deliver nothing twice."""
+    from drainwatch import codec
+    from drainwatch.errors import BusError
+    from drainwatch.pipeline import Pipeline
+
+    sink = RecordingSink()
+    processor, store, cold = _processor(tmp_path, sink)
+    bus = InProcessBus()
+    subscription = bus.subscribe(TOPIC, "processor")
+    pipeline = Pipeline(processor, subscription, poll_timeout=0.0)
+    leak = _leak(cold, 1, BlockRef(2, "0x" + "02" * 32))
+    newer = {**codec.encode_event(_leak(cold, 2, BlockRef(3, "0x" + "03" * 32))), "version": 2}
+    _publish(bus, leak)
+    bus.publish(TOPIC, "devchain", json.dumps(newer).encode())
+    for _ in range(2):
+        with pytest.raises(BusError, match=rf"{TOPIC}\[0\]@1"):
+            pipeline.drain()
+        assert subscription.backlog() == 2
+    assert [a.tx_hash for a, _, _ in sink.seen] == [leak.transfer.tx_hash]
+    assert [t.tx_hash for t in store.transfers()] == [leak.transfer.tx_hash]
+    assert len(store.alerts()) == 1
+
+
+def test_a_mempool_sighting_after_its_block_in_one_batch_does_not_demote(tmp_path: Path) -> None:
+    """Sightings of one batch are stored together, but a key seen twice is never reduced to
+    its last sighting: the pending one after the confirmed one changes nothing, as it would
+    one event at a time."""
+    sink = RecordingSink()
+    processor, store, cold = _processor(tmp_path, sink)
+    confirmed = _seen(cold, BlockRef(5, "0x" + "05" * 32))
+    pending = TransferSeen(replace(confirmed.transfer, status=TransferStatus.PENDING, block=None))
+    other = _leak(cold, 9, BlockRef(5, "0x" + "05" * 32))
+    processor.handle_events([confirmed, other, pending, other])
+    assert [t.status for t in store.transfers()] == [TransferStatus.CONFIRMED] * 2
+    assert [(a.tx_hash, a.state) for a, _, _ in sink.seen] == [
+        (confirmed.transfer.tx_hash, AlertState.CONFIRMED),
+        (other.transfer.tx_hash, AlertState.CONFIRMED),
+    ]
+
+
+def test_a_block_disconnected_then_connected_again_in_one_batch(tmp_path: Path) -> None:
+    """The disconnect sees the facts before it and none after it: the block back on the best
+    chain leaves its transfer confirmed and its alert raised again."""
+    sink = RecordingSink()
+    processor, store, cold = _processor(tmp_path, sink)
+    b1 = BlockRef(6, "0x" + "06" * 32)
+    processor.handle_events([_seen(cold, b1), BlockDisconnected("devchain", b1), _seen(cold, b1)])
+    assert [a.state for a, _, _ in sink.seen] == [
+        AlertState.CONFIRMED,
+        AlertState.RETRACTED,
+        AlertState.CONFIRMED,
+    ]
+    [transfer] = store.transfers()
+    assert (transfer.status, transfer.block) == (TransferStatus.CONFIRMED, b1)
+    assert [a.state for a in store.alerts()] == [AlertState.CONFIRMED]
