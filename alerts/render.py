@@ -1,4 +1,10 @@
-"""Alert text in English and Japanese. Pure: the same alert always renders the same text."""
+"""Alert text in English and Japanese. Pure: the same alert always renders the same text.
+
+The verdicts on a pending alert say what comes next: SUPERSEDED, "mined in block X; the block's
+alert follows after N confirmations" (it does not exist yet); EXECUTED, for a kind nothing in a
+block reports, "EXECUTED in block X", titled as such and at the alert's own severity: it is the
+news, not a hand-over.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,9 @@ from dataclasses import dataclass
 from alerts.rules import COLD_OUTFLOW, CONTROL_PREFIX, WalletBook
 from drainwatch.addresses import is_valid_evm_address, to_checksum
 from drainwatch.model import (
+    LAX_ENCODING,
     NATIVE_ASSET_ID,
+    PENDING_INDEX,
     Alert,
     AlertState,
     Asset,
@@ -30,7 +38,28 @@ _STATE = {
     AlertState.PROVISIONAL: ("provisional (in a block)", "暫定（ブロック取り込み済み）"),
     AlertState.CONFIRMED: ("confirmed", "確定"),
     AlertState.RETRACTED: ("RETRACTED (block orphaned)", "取消（ブロックが孤立）"),
+    AlertState.SUPERSEDED: ("superseded", "引継ぎ"),
+    AlertState.EXECUTED: ("EXECUTED", "実行済み"),
 }
+#: A pending verdict has no block: the transaction left the mempool unmined, or did nothing.
+_WITHDRAWN = (
+    "WITHDRAWN (dropped or replaced unmined, or mined but reverted / failed: nothing moved)",
+    "取消（未承認のまま破棄・置換、またはブロックに取り込まれたが失敗：移動なし）",
+)
+_PENDING_NOTE = (
+    "read from the calldata of a transaction still in the mempool: not executed yet",
+    "メモリプール上の未承認トランザクションの入力データから読み取った内容です（未実行）",
+)
+_READ_NOTE = (
+    "read from the calldata of the transaction while it waited in the mempool",
+    "トランザクションがメモリプールにある間に入力データから読み取った内容です",
+)
+_LAX_NOTE = (
+    "malformed encoding: a strict (ABI coder v2) decoder refuses it, but a Safe 1.1.1 (ABI "
+    "coder v1) masks the dirty words and runs the DELEGATECALL all the same",
+    "不正なエンコード：厳密な（ABI coder v2）デコーダは拒否しますが、Safe 1.1.1（ABI coder v1）"
+    "は不正な上位ビットを無視して DELEGATECALL を実行します",
+)
 _RULE_TITLE = {
     COLD_OUTFLOW: ("Outflow from cold wallet", "コールドウォレットからの送金"),
     CONTROL_PREFIX + "approval": ("Token approval by wallet", "ウォレットによるトークン承認"),
@@ -50,6 +79,18 @@ _RULE_TITLE = {
     CONTROL_PREFIX + "implementation_changed": (
         "Proxy implementation changed",
         "プロキシ実装の変更",
+    ),
+    CONTROL_PREFIX + "delegate_call": (
+        "Safe transaction runs another contract's code (DELEGATECALL)",
+        "Safe トランザクションによる外部コードの実行（DELEGATECALL）",
+    ),
+    CONTROL_PREFIX + "malformed_call": (
+        "Token or Safe call whose arguments do not decode",
+        "引数を解読できないトークン／Safe 呼び出し",
+    ),
+    CONTROL_PREFIX + "fallback_handler_changed": (
+        "Safe fallback handler changed",
+        "Safe フォールバックハンドラの変更",
     ),
 }
 _ROLE = {"hot": "ホット", "warm": "ウォーム", "cold": "コールド"}
@@ -87,8 +128,10 @@ def show_address(chain: Chain, address: str) -> str:
 
 def render(alert: Alert, chain: Chain, assets: Mapping[str, Asset], book: WalletBook) -> AlertText:
     sev_en, sev_ja = _SEVERITY[alert.severity]
-    state_en, state_ja = _STATE[alert.state]
+    state_en, state_ja = _state_text(alert, chain)
     title_en, title_ja = _RULE_TITLE.get(alert.rule_id, (alert.rule_id, alert.rule_id))
+    if alert.state is AlertState.EXECUTED:
+        title_en, title_ja = f"EXECUTED: {title_en}", f"実行済み：{title_ja}"
     wallet = book.get(alert.wallet)
     role = str(wallet.role) if wallet else "?"
     custody = _custody_text(wallet.custody) if wallet else "?"
@@ -104,6 +147,9 @@ def render(alert: Alert, chain: Chain, assets: Mapping[str, Asset], book: Wallet
     what_en, what_ja = f"amount {amount} → {dest_en}", f"金額 {amount} → 送金先 {dest_ja}"
     if alert.rule_id.startswith(CONTROL_PREFIX):
         what_en, what_ja = _control_text(alert, chain, assets, dest)
+    if alert.subject[2].startswith(PENDING_INDEX):
+        note_en, note_ja = _PENDING_NOTE if alert.state is AlertState.PENDING else _READ_NOTE
+        what_en, what_ja = f"{what_en}\n  {note_en}", f"{what_ja}\n  {note_ja}"
     en = (
         f"[{sev_en}] {title_en}: {alert.wallet} ({role}, {custody}) on {chain.name}\n"
         f"  {what_en}\n"
@@ -120,10 +166,42 @@ def render(alert: Alert, chain: Chain, assets: Mapping[str, Asset], book: Wallet
     return AlertText(en=en, ja=ja)
 
 
+def _state_text(alert: Alert, chain: Chain) -> tuple[str, str]:
+    if alert.state is AlertState.RETRACTED and alert.block is None:
+        return _WITHDRAWN
+    if alert.state is AlertState.SUPERSEDED and alert.block is not None:
+        height, n = alert.block.height, max(chain.confirmations, 1)
+        return (
+            f"superseded: mined in block {height}; the block's alert follows after {n} "
+            "confirmation(s) (the same event, not a second one)",
+            f"引継ぎ：ブロック {height} に取り込まれました。このブロックのアラートが {n} 承認後に"
+            "続きます（同じ事象であり、別の事象ではありません）",
+        )
+    if alert.state is AlertState.EXECUTED and alert.block is not None:
+        height = alert.block.height
+        return (
+            f"EXECUTED in block {height}: mined and succeeded; no block event reports it, "
+            "this alert is the record: act on it",
+            f"ブロック {height} で実行されました（成功）。ブロックのイベントでは報告されないため、"
+            "このアラートが唯一の記録です。対応してください",
+        )
+    return _STATE[alert.state]
+
+
 def _control_text(
     alert: Alert, chain: Chain, assets: Mapping[str, Asset], subject: str
 ) -> tuple[str, str]:
     kind = alert.rule_id.removeprefix(CONTROL_PREFIX)
+    if kind == "approval" and _maybe_token_zero(alert):
+        token = show_address(chain, alert.asset) if alert.asset else "-"
+        return (
+            f"approve({subject}, 0) on {token}, a token not known to be ERC-20: an ERC-20 "
+            f"revocation, or an ERC-721 approval of token id 0 to {subject} (the block's "
+            "Approval event tells which)",
+            f"{token} の approve({subject}, 0)（ERC-20 として登録されていないトークン）："
+            f"ERC-20 の承認取消、または ERC-721 トークン ID 0 の {subject} への承認です"
+            "（ブロックの Approval イベントでどちらか判明します）",
+        )
     if kind == "approval":
         token = (alert.asset or "").split("/")[0]
         asset = assets.get(token)
@@ -140,6 +218,44 @@ def _control_text(
             f"operator {subject} may now move every token of {alert.asset}",
             f"操作者 {subject} が {alert.asset} の全トークンを移動可能になりました",
         )
+    if kind == "delegate_call":
+        en, ja = (
+            f"the Safe would run the code of {subject} on its own storage: that code can "
+            "rewrite its owners, threshold and singleton and move everything it holds (how "
+            "the Bybit cold Safe was drained, Feb 2025)",
+            f"Safe が {subject} のコードを自身のストレージ上で実行しようとしています。"
+            "署名者・閾値・シングルトンの書き換えや全資産の移動が可能です"
+            "（2025年2月の Bybit コールドウォレット流出の手口）",
+        )
+        if alert.amount == LAX_ENCODING:
+            en, ja = f"{en}\n  {_LAX_NOTE[0]}", f"{ja}\n  {_LAX_NOTE[1]}"
+        return en, ja
+    if kind == "fallback_handler_changed":
+        return (
+            f"new fallback handler {subject}: it answers every call the Safe does not know, "
+            "signature checks (EIP-1271) included",
+            f"新しいフォールバックハンドラ {subject}：Safe が知らない呼び出し（EIP-1271 の"
+            "署名検証を含む）すべてに応答します",
+        )
+    if kind == "malformed_call":
+        called = show_address(chain, alert.asset) if alert.asset else "-"
+        return (
+            f"calls {called} with a token-transfer, approval or Safe selector whose "
+            "arguments do not decode strictly: what it would do is not known",
+            f"{called} をトークン送金・承認・Safe の関数セレクタで呼び出していますが、"
+            "引数を厳密に解読できないため、実行内容は不明です",
+        )
     if kind == "threshold_changed":
         return (f"new threshold {alert.amount}", f"新しい閾値 {alert.amount}")
     return (f"now {subject}", f"変更後 {subject}")
+
+
+def _maybe_token_zero(alert: Alert) -> bool:
+    """A pending ``approve(spender, 0)`` to a non-zero spender: the rules raise one only when
+    the token is not known to be ERC-20, so it may be ERC-721's approval of token id 0."""
+    spender = (alert.counterparty or "0x0").removeprefix("0x")
+    return (
+        alert.subject[2].startswith(PENDING_INDEX)
+        and alert.amount == 0
+        and spender.strip("0") != ""
+    )

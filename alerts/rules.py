@@ -4,6 +4,22 @@
 the processor stores and delivers what it returns. An alert's id is derived from its rule and
 the event's natural key, so evaluating a replayed event yields the same alert, which the store
 then recognises.
+
+Events read from a pending transaction's calldata (index ``pending:N``) go through the same
+rules as the block's events: a pending token transfer out of a cold wallet is a cold outflow, a
+pending approval a control change. Their alerts are keyed apart from the block's (the keys
+differ), start PENDING and end SUPERSEDED when the transaction is mined (the block's own alerts
+take over once the block has its confirmations), EXECUTED when it is mined and nothing in the
+block reports its kind (DELEGATECALL, malformed call, fallback handler: delivered again, at the
+alert's full severity), or RETRACTED when it is withdrawn. A pending Safe transaction with
+operation DELEGATECALL is ``control/delegate_call``: critical, unless its target is on the
+Safe's allowlist (a vetted MultiSend, say), when it is only reported.
+
+An approval of 0 to a non-zero spender is a revocation -- except when read from pending
+calldata of a token not known to be fungible (``RulePolicy.fungible_tokens``): ERC-721's
+``approve(spender, tokenId)`` has the very same selector, and token id 0 is a token. Such a
+reading is reported at ``ambiguous_approval_severity`` (the block's Approval event, whose shape
+tells ERC-20 from ERC-721, then says which it was), never dropped as a revocation.
 """
 
 from __future__ import annotations
@@ -15,6 +31,7 @@ from datetime import datetime
 
 from drainwatch.events import ControlChangeSeen, Event, TransferSeen
 from drainwatch.model import (
+    PENDING_INDEX,
     Alert,
     AlertState,
     ControlChange,
@@ -43,6 +60,18 @@ class RulePolicy:
     #: implementation, and approvals to a spender that is not on the wallet's allowlist.
     control_changes: bool = True
     control_severity: Severity = Severity.CRITICAL
+    #: A Safe transaction that DELEGATECALLs hands the Safe's storage to the target's code.
+    delegate_call_severity: Severity = Severity.CRITICAL
+    #: ... to a target on the Safe's allowlist (a vetted MultiSend batching its calls).
+    planned_delegate_call_severity: Severity = Severity.WARNING
+    #: A pending call with a token or Safe selector whose arguments do not decode strictly.
+    malformed_call_severity: Severity = Severity.HIGH
+    #: A pending ``approve(spender, 0)`` of a token not known to be fungible: an ERC-20
+    #: revocation, or an ERC-721 approval of token id 0 to the spender.
+    ambiguous_approval_severity: Severity = Severity.WARNING
+    #: (chain, lower-case contract) of the tokens known to be ERC-20 (the configured assets):
+    #: their pending ``approve(spender, 0)`` is a revocation.
+    fungible_tokens: frozenset[tuple[str, str]] = frozenset()
 
 
 class WalletBook:
@@ -85,6 +114,8 @@ def alert_state(status: TransferStatus) -> AlertState:
         TransferStatus.PENDING: AlertState.PENDING,
         TransferStatus.CONFIRMED: AlertState.CONFIRMED,
         TransferStatus.ORPHANED: AlertState.RETRACTED,
+        TransferStatus.SUPERSEDED: AlertState.SUPERSEDED,
+        TransferStatus.EXECUTED: AlertState.EXECUTED,
     }[status]
 
 
@@ -105,20 +136,32 @@ def _control_change(
     wallet = book.owner(change.chain, change.wallet_address)
     if wallet is None:
         return []
+    allowed = {a.lower() for a in wallet.allowlist}
+    severity = policy.control_severity
     if change.kind in (ControlKind.APPROVAL, ControlKind.APPROVAL_FOR_ALL):
-        allowed = {a.lower() for a in wallet.allowlist}
         spender = (change.subject or "").lower()
-        revoked = not change.value or int(spender or "0x0", 16) == 0
-        if revoked or spender in allowed:
+        cleared = int(spender or "0x0", 16) == 0
+        if spender in allowed:
+            return []  # an approval to a spender the exchange planned
+        if _maybe_token_zero(change, cleared, policy):
+            severity = policy.ambiguous_approval_severity
+        elif not change.value or cleared:
             # A revocation (an amount of 0, or an NFT approval cleared to the zero address, as
-            # every ERC-721 transfer does), or an approval to a spender the exchange planned.
+            # every ERC-721 transfer does).
             return []
+    elif change.kind is ControlKind.DELEGATE_CALL:
+        planned = (change.subject or "").lower() in allowed
+        severity = (
+            policy.planned_delegate_call_severity if planned else policy.delegate_call_severity
+        )
+    elif change.kind is ControlKind.MALFORMED_CALL:
+        severity = policy.malformed_call_severity
     rule_id = CONTROL_PREFIX + change.kind.value
     return [
         Alert(
             id=alert_id(rule_id, change.key),
             rule_id=rule_id,
-            severity=policy.control_severity,
+            severity=severity,
             state=alert_state(change.status),
             chain=change.chain,
             wallet=wallet.name,
@@ -131,6 +174,18 @@ def _control_change(
             counterparty=change.subject,
         )
     ]
+
+
+def _maybe_token_zero(change: ControlChange, cleared: bool, policy: RulePolicy) -> bool:
+    """A pending ``approve(spender, 0)`` that may be ERC-721's approval of token id 0 (see
+    above): read from calldata, to a non-zero spender, of a token not known to be ERC-20."""
+    return (
+        change.kind is ControlKind.APPROVAL
+        and change.index.startswith(PENDING_INDEX)
+        and change.value == 0
+        and not cleared
+        and (change.chain, (change.contract or "").lower()) not in policy.fungible_tokens
+    )
 
 
 def _cold_outflow(t: Transfer, book: WalletBook, policy: RulePolicy, now: datetime) -> list[Alert]:

@@ -32,14 +32,18 @@ class BlockDisconnected:
 
 @dataclass(frozen=True)
 class TransferSeen:
-    """A transfer touching a watched address, pending (mempool) or in a block."""
+    """A transfer touching a watched address, pending (mempool) or in a block. One read from a
+    pending transaction's calldata is keyed ``pending:N`` and ends ``superseded`` (mined: the
+    block's own transfers take over) or ``orphaned`` (withdrawn); a control change of a kind no
+    block reports (``PENDING_ONLY_KINDS``) ends ``executed`` instead of ``superseded``."""
 
     transfer: Transfer
 
 
 @dataclass(frozen=True)
 class ControlChangeSeen:
-    """A change of control of a watched wallet: owners, threshold, implementation, approvals."""
+    """A change of control of a watched wallet: owners, threshold, implementation, approvals;
+    pending ones (read from calldata, ``pending:N``) end as pending transfers do."""
 
     change: ControlChange
 

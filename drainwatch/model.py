@@ -59,12 +59,43 @@ class ControlKind(StrEnum):
     MODULE_ENABLED = "module_enabled"
     MASTER_COPY_CHANGED = "master_copy_changed"  # a Safe's singleton, by its event
     IMPLEMENTATION_CHANGED = "implementation_changed"  # EIP-1967 Upgraded, or seen in storage
+    #: Seen pending only, read from calldata: a Safe transaction with operation DELEGATECALL,
+    #: which runs another contract's code on the Safe's own storage (Bybit, Feb 2025).
+    DELEGATE_CALL = "delegate_call"
+    #: Seen pending only: a call with a token-movement or Safe selector whose arguments do not
+    #: decode strictly; what it would do is not guessed.
+    MALFORMED_CALL = "malformed_call"
+    #: Seen pending only, read from calldata: a Safe's ``setFallbackHandler`` self-call. The
+    #: handler answers every call the Safe does not know, EIP-1271 ``isValidSignature`` among
+    #: them (a rogue one can approve what no owner signed).
+    FALLBACK_HANDLER_CHANGED = "fallback_handler_changed"
+
+
+#: Kinds read from a pending transaction's calldata that nothing in a block reports (no log,
+#: trace or slot read emits them): once their transaction is mined and succeeds, the pending
+#: reading is the only record of what happened, so it ends EXECUTED, never SUPERSEDED.
+#: (Slot 0 is read only for Safes configured as multisig, and only shows a singleton change.)
+PENDING_ONLY_KINDS = frozenset(
+    {ControlKind.DELEGATE_CALL, ControlKind.MALFORMED_CALL, ControlKind.FALLBACK_HANDLER_CHANGED}
+)
+#: ``ControlChange.value`` of a ``delegate_call`` whose Safe transaction does not decode strictly
+#: (None when it does): an ABI coder v1 Safe (1.1.1) masks the dirty words and runs it anyway.
+LAX_ENCODING = 1
 
 
 class TransferStatus(StrEnum):
+    """Where a transfer or control change stands. ``SUPERSEDED`` closes a reading of a pending
+    transaction's calldata (index ``pending:N``) once the transaction is mined: the block's own
+    events (``log:N``, ``trace:...``, ``slot:...``) carry what it did from then on, once the
+    block has its confirmations. ``EXECUTED`` closes a reading of a kind no block event reports
+    (``PENDING_ONLY_KINDS``) whose transaction was mined and succeeded: it is the final word.
+    Both carry the block; like CONFIRMED, neither goes back to pending from a mempool sighting."""
+
     PENDING = "pending"
     CONFIRMED = "confirmed"
     ORPHANED = "orphaned"
+    SUPERSEDED = "superseded"
+    EXECUTED = "executed"
 
 
 class Direction(StrEnum):
@@ -85,6 +116,12 @@ class AlertState(StrEnum):
     PROVISIONAL = "provisional"
     CONFIRMED = "confirmed"
     RETRACTED = "retracted"
+    #: A pending alert whose transaction was mined: the block's alerts take over from it (they
+    #: follow once the block has its confirmations).
+    SUPERSEDED = "superseded"
+    #: A pending alert of a kind no block event reports whose transaction was mined and
+    #: succeeded: delivered again at its full severity, it is the record of what happened.
+    EXECUTED = "executed"
 
 
 class IncidentStatus(StrEnum):
@@ -102,6 +139,9 @@ class TimelineKind(StrEnum):
 
 
 NATIVE_ASSET_ID = "native"
+#: The index prefix of what is read from a pending transaction's calldata (``pending:N``):
+#: never the index of anything a block carries.
+PENDING_INDEX = "pending:"
 
 
 @dataclass(frozen=True)
@@ -183,7 +223,10 @@ class Transfer:
 
     ``index`` names the position inside the transaction: ``tx`` for an EVM transaction's own
     value, ``log:N`` for a token log, ``trace:0.1`` for an internal call frame, ``out:N`` for a
-    Bitcoin output. ``asset`` is ``native`` or the token contract address in lower case.
+    Bitcoin output, ``pending:N`` for the N-th movement read from a pending transaction's
+    calldata (before execution, so no log index is known yet; status ``pending``, then
+    ``superseded`` once mined or ``orphaned`` once withdrawn). ``asset`` is ``native`` or the
+    token contract address in lower case.
     """
 
     chain: str
@@ -210,9 +253,14 @@ class ControlChange:
     ``wallet_address`` is the watched address whose control changed: the Safe or proxy for
     owner, threshold, guard, module and implementation changes; the approving owner for
     approvals, with ``contract`` the token. ``subject`` is the owner, spender, operator, guard,
-    module or new implementation; ``value`` the new threshold or the approved amount (for
-    ``approval_for_all``: 1 approved, 0 revoked). ``index`` is ``log:N`` for an event, or
-    ``slot:eip1967`` / ``slot:0`` for a change seen in storage, which has no ``tx_hash``.
+    module, new implementation or delegatecall target; ``value`` the new threshold or the
+    approved amount (for ``approval_for_all``: 1 approved, 0 revoked; for ``delegate_call``:
+    ``LAX_ENCODING`` when the Safe transaction does not decode strictly, else None; for
+    ``fallback_handler_changed`` the handler is the subject). ``index`` is ``log:N``
+    for an event, ``slot:eip1967`` / ``slot:0`` for a change seen in storage, which has no
+    ``tx_hash``, or ``pending:N`` for one read from a pending transaction's calldata (see
+    ``Transfer``), ending ``superseded`` or, for ``PENDING_ONLY_KINDS``, ``executed`` once
+    mined; a ``malformed_call`` names the contract called in ``contract``.
     """
 
     chain: str

@@ -182,3 +182,51 @@ def test_model_amount_fields_are_marked() -> None:
         ("Alert", "amount"),
         ("ControlChange", "value"),
     }
+
+
+def test_a_superseded_pending_reading_round_trips_under_its_own_keys() -> None:
+    from dataclasses import replace
+
+    from drainwatch.events import event_key
+    from drainwatch.model import ControlKind, TransferStatus
+
+    change = ControlChange(
+        chain="ethereum",
+        index="pending:0",
+        wallet_address="0x" + "1d" * 20,
+        kind=ControlKind.DELEGATE_CALL,
+        status=TransferStatus.PENDING,
+        tx_hash="0x" + "46" * 32,
+        subject="0x96221423681a6d52e184d440a8efcebb105c7242",
+    )
+    mined = replace(change, status=TransferStatus.SUPERSEDED, block=BlockRef(7, "0x" + "cd" * 32))
+    for c in (change, mined):
+        assert codec.loads_event(codec.dumps_event(ControlChangeSeen(c))) == ControlChangeSeen(c)
+    assert json.loads(codec.dumps(mined))["status"] == "superseded"
+    assert event_key(ControlChangeSeen(change)) != event_key(ControlChangeSeen(mined))
+    assert change.key == mined.key == ("ethereum", "0x" + "46" * 32, "pending:0")
+
+
+def test_an_executed_fallback_handler_change_round_trips() -> None:
+    """The kinds and statuses added for pending readings (EXECUTED, fallback handler) are plain
+    enum values on the wire, refused by name when unknown."""
+    from drainwatch.model import AlertState, ControlKind, TransferStatus
+
+    change = ControlChange(
+        chain="ethereum",
+        index="pending:0",
+        wallet_address="0x" + "1d" * 20,
+        kind=ControlKind.FALLBACK_HANDLER_CHANGED,
+        status=TransferStatus.EXECUTED,
+        tx_hash="0x" + "46" * 32,
+        subject="0x" + "f1" * 20,
+        block=BlockRef(7, "0x" + "cd" * 32),
+    )
+    data = json.loads(codec.dumps(change))
+    assert (data["kind"], data["status"]) == ("fallback_handler_changed", "executed")
+    assert codec.loads_event(codec.dumps_event(ControlChangeSeen(change))) == ControlChangeSeen(
+        change
+    )
+    assert AlertState("executed") is AlertState.EXECUTED
+    with pytest.raises(CodecError):
+        codec.decode(ControlChange, {**data, "status": "executed-ish"})
