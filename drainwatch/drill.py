@@ -1,34 +1,40 @@
 """``drainwatch drill``: a simulated leak played against the real pipeline on a local chain.
 
-A throwaway exchange gets a hot and a cold wallet on an in-process EVM chain (eth-tester), a
-generated config file that the user can read (and that goes through the same validation as any
-other), normal traffic (deposits, withdrawals, a sweep to cold), and then a drain of the cold
-wallet. The watcher, the bus, the store and the rules run exactly as in production; the drill only
-drives the chain and measures what the pipeline reported.
+The drill starts a local anvil node (``devnode``), deploys a stablecoin and a contract wallet,
+and writes a config (readable, validated like any other) whose first RPC endpoint is dead, so
+that the real endpoint stack (failover, answer checks, chain-id check) is what reads anvil. Then
+it plays normal life and an attack (``drill_scenarios``): a cold-wallet drain of ETH and DUSD, an
+internal transfer out of the contract wallet that only call traces show, a token approval to the
+attacker, a reorg that replaces a block already alerted on, and an outflow seen in the mempool
+before it is mined. The watcher, the bus, the store and the rules run exactly as in production;
+the drill only drives the chain and checks what the pipeline reported. anvil is stopped at the
+end, whatever happened.
 """
 
 from __future__ import annotations
 
 import random
-import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from alerts.console import ConsoleSink
 from drainwatch.config import load_config
-from drainwatch.drill_contracts import EMITTER_INITCODE
+from drainwatch.devnode import DevNode, find_anvil, free_port
+from drainwatch.drill_contracts import TOKEN_INITCODE, VAULT_INITCODE
+from drainwatch.drill_scenarios import (
+    CONFIRMATIONS,
+    Actors,
+    Check,
+    Facts,
+    RecordingSink,
+    Scenes,
+)
 from drainwatch.errors import UsageError
-from drainwatch.model import Alert, Severity
-from drainwatch.pipeline import Pipeline
 from drainwatch.units import format_amount
-from drainwatch.wiring import App, build_app, build_pipeline
+from drainwatch.wiring import build_app, build_pipeline, build_rpc
 
-ETH = 10**18
-USD = 10**6  # the drill stablecoin has 6 decimals
 CHAIN = "ethereum-drill"
-CONFIRMATIONS = 2
+CHAIN_ID = 31337
+BALANCE_ETH = 1_000_000  # of each of anvil's dev accounts
 
 CONFIG_TEMPLATE = """\
 # drainwatch drill — generated config / 訓練用に生成された設定ファイル
@@ -46,9 +52,12 @@ chains:
     kind: evm
     network: devnet
     chain_id: {chain_id}
-    # The drill's chain lives inside the drill process (eth-tester on py-evm).
+    # The drill's chain is a local anvil node that the drill starts and stops. The first
+    # endpoint is deliberately dead (nothing listens there): the watcher fails over to anvil.
+    # 1 番目のエンドポイントは意図的に停止中です（切替の確認用）。
     rpc:
-      - url: ethtester://in-process
+      - url: {dead_url}
+      - url: {live_url}
     confirmations: {confirmations}
     native_symbol: ETH
     native_decimals: 18
@@ -68,49 +77,22 @@ wallets:
     custody: {{kind: multisig, threshold: 2, signers: [cfo, cto, ciso]}}
     location: offline vault / オフライン保管庫
     addresses: ["{cold}"]
+  # A contract wallet: what it pays out moves by contract calls (internal transfers).
+  # コントラクトウォレット: 支払いはコントラクト呼び出し（内部送金）で行われます。
+  eth-vault:
+    chain: {chain}
+    role: cold
+    custody: {{kind: hsm}}
+    addresses: ["{vault}"]
 alerts:
   channels:
     - kind: console
   rules:
     cold_outflow: {{enabled: true, severity: critical}}
+    control_changes: {{enabled: true, severity: critical}}
 reports:
   lang: {lang}
 """
-
-
-@dataclass
-class DrillActors:
-    funder: str
-    hot: str
-    cold: str
-    customers: list[str]
-    attacker: str
-    token: str
-
-
-@dataclass
-class DrillResult:
-    alerts: list[Alert] = field(default_factory=list)
-    drain_tx: str = ""
-    drain_amount: int = 0
-    token_drain_tx: str = ""
-    token_drain_amount: int = 0
-    detection_seconds: float | None = None
-    transfers: int = 0
-
-
-class _RecordingSink(ConsoleSink):
-    """The console sink, also noting when each alert was delivered."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stdout)
-        self.at: dict[str, float] = {}
-        self.alerts: list[Alert] = []
-
-    def deliver(self, alert: Alert, text_en: str, text_ja: str) -> None:
-        super().deliver(alert, text_en, text_ja)
-        self.at.setdefault(alert.id, time.monotonic())
-        self.alerts.append(alert)
 
 
 def _say(lang: str, ja: str, en: str) -> None:
@@ -118,36 +100,54 @@ def _say(lang: str, ja: str, en: str) -> None:
 
 
 def run_drill(out: Path, lang: str, seed: int) -> int:
-    from eth_tester import EthereumTester, PyEVMBackend
-
-    from watchers.evm.ethtester import EthTesterRpc
-
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
+    binary = find_anvil()  # before anything is written: a missing node is bad input (exit 2)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot create the directory: {exc.strerror}") from None
     db_path = (out / "drainwatch.db").resolve()
     db_path.unlink(missing_ok=True)  # every drill starts from an empty store
+    with DevNode(binary, balance_eth=BALANCE_ETH, chain_id=CHAIN_ID) as node:
+        _say(lang, f"anvil を起動しました: {node.url}", f"Started anvil at {node.url}")
+        outcome = _run(node, out, db_path, lang, seed)
+    _say(lang, "anvil を停止しました", "Stopped anvil")
+    return _summary(outcome, lang)
 
-    tester = EthereumTester(PyEVMBackend())
-    rpc = EthTesterRpc(tester)
-    accounts = tester.get_accounts()
-    token = _deploy(tester, accounts[0], EMITTER_INITCODE)
-    actors = DrillActors(
-        accounts[0], accounts[1], accounts[2], list(accounts[3:8]), accounts[9], token
+
+@dataclass(frozen=True)
+class Outcome:
+    facts: Facts
+    checks: list[Check]
+    transfers: int
+    alerts: int
+    config_path: Path
+    db_path: Path
+
+
+def _run(node: DevNode, out: Path, db_path: Path, lang: str, seed: int) -> Outcome:
+    accounts = node.accounts
+    funder = accounts[0]
+    token = node.deploy(funder, TOKEN_INITCODE)
+    vault = node.deploy(funder, VAULT_INITCODE)
+    actors = Actors(
+        funder, accounts[1], accounts[2], list(accounts[3:8]), accounts[9], token, vault
     )
+    dead_url = f"http://127.0.0.1:{free_port()}"  # anvil holds its own port: never this one
     config_path = out / "drainwatch.yaml"
     config_path.write_text(
         CONFIG_TEMPLATE.format(
             config_path=config_path,
             db_path=db_path,
             chain=CHAIN,
-            chain_id=int(rpc.call("eth_chainId", []), 16),
+            chain_id=CHAIN_ID,
+            dead_url=dead_url,
+            live_url=node.url,
             confirmations=CONFIRMATIONS,
             hot=actors.hot,
             cold=actors.cold,
+            vault=actors.vault,
             token=actors.token,
             lang=lang,
         ),
@@ -155,110 +155,57 @@ def run_drill(out: Path, lang: str, seed: int) -> int:
     )
     _say(lang, f"設定ファイルを生成しました: {config_path}", f"Generated config: {config_path}")
     app = build_app(load_config(config_path))
-    sink = _RecordingSink()
+    sink = RecordingSink()
     try:
+        # The stack `watch` builds from the config, handed over so that the drill can show
+        # what it did (which endpoint answers, how many failovers).
+        rpc = build_rpc(CHAIN, app.settings.chains[CHAIN])
         pipeline = build_pipeline(app, [sink], rpc_overrides={CHAIN: rpc}, start_heights={CHAIN: 0})
         try:
-            result = _play(tester, pipeline, actors, sink, random.Random(seed), lang)
+            scenes = Scenes(
+                node,
+                rpc,
+                dead_url,
+                pipeline,
+                app.store,
+                actors,
+                sink,
+                random.Random(seed),
+                lambda ja, en: _say(lang, ja, en),
+            )
+            checks = scenes.play()
         finally:
             pipeline.close()
-        result.transfers = len(app.store.transfers())
-        return _summary(app, result, config_path, db_path, lang)
+        stored = (len(app.store.transfers()), len(app.store.alerts()))
+        return Outcome(scenes.facts, checks, *stored, config_path, db_path)
     finally:
         app.close()
 
 
-def _send(tester: Any, sender: str, to: str, value: int) -> str:
-    return str(tester.send_transaction({"from": sender, "to": to, "value": value, "gas": 21000}))
-
-
-def _deploy(tester: Any, sender: str, initcode: str) -> str:
-    tx = tester.send_transaction({"from": sender, "data": initcode, "gas": 200_000})
-    return str(tester.get_transaction_receipt(tx)["contract_address"])
-
-
-def _send_token(tester: Any, token: str, sender: str, to: str, amount: int) -> str:
-    data = "0x" + to.lower().removeprefix("0x").rjust(64, "0") + f"{amount:064x}"
-    tx = {"from": sender, "to": token, "value": 0, "data": data, "gas": 60_000}
-    return str(tester.send_transaction(tx))
-
-
-def _settle(tester: Any, pipeline: Pipeline) -> None:
-    """Mine past the confirmation depth and let the pipeline catch up."""
-    tester.mine_blocks(CONFIRMATIONS - 1)  # the transfer's own block is the first confirmation
-    pipeline.run_once()
-
-
-def _play(
-    tester: Any,
-    pipeline: Pipeline,
-    actors: DrillActors,
-    sink: _RecordingSink,
-    rng: random.Random,
-    lang: str,
-) -> DrillResult:
-    _say(lang, "== 平常業務: 入金・出金・コールドへの移管 ==", "== Normal life ==")
-    _send(tester, actors.funder, actors.hot, 300 * ETH)
-    _send(tester, actors.funder, actors.cold, 5_000 * ETH)
-    for customer in actors.customers:
-        _send(tester, actors.funder, customer, 100 * ETH)
-    _send_token(tester, actors.token, actors.funder, actors.cold, 3_000_000 * USD)
-    for _ in range(12):
-        customer = rng.choice(actors.customers)
-        if rng.random() < 0.5:
-            _send(tester, customer, actors.hot, rng.randint(1, 20) * ETH // 10)
-            _send_token(tester, actors.token, customer, actors.hot, rng.randint(1, 900) * USD)
-        else:
-            _send(tester, actors.hot, customer, rng.randint(1, 50) * ETH // 10)
-            _send_token(tester, actors.token, actors.hot, customer, rng.randint(1, 500) * USD)
-        pipeline.run_once()
-    _send(tester, actors.hot, actors.cold, 200 * ETH)  # the daily sweep to cold
-    _settle(tester, pipeline)
-    before = len(sink.alerts)
-    _say(
-        lang,
-        f"平常業務の間のアラート: {before} 件",
-        f"Alerts during normal life: {before}",
-    )
-
-    _say(lang, "== 攻撃: コールドウォレットからの流出 ==", "== The attack: cold wallet drained ==")
-    result = DrillResult()
-    result.drain_amount = 4_800 * ETH
-    result.drain_tx = _send(tester, actors.cold, actors.attacker, result.drain_amount)
-    mined_at = time.monotonic()
-    result.token_drain_amount = 2_500_000 * USD
-    result.token_drain_tx = _send_token(
-        tester, actors.token, actors.cold, actors.attacker, result.token_drain_amount
-    )
-    _settle(tester, pipeline)
-    result.alerts = list(sink.alerts)
-    drain_alerts = [a for a in sink.alerts if a.tx_hash == result.drain_tx]
-    if drain_alerts:
-        result.detection_seconds = sink.at[drain_alerts[0].id] - mined_at
-    return result
-
-
-def _summary(app: App, result: DrillResult, config_path: Path, db_path: Path, lang: str) -> int:
-    drains = {result.drain_tx: "ETH", result.token_drain_tx: "DUSD"}
-    detected = {
-        a.tx_hash for a in result.alerts if a.tx_hash in drains and a.severity is Severity.CRITICAL
-    }
-    eth = format_amount(result.drain_amount, 18)
-    usd = format_amount(result.token_drain_amount, 6)
+def _summary(outcome: Outcome, lang: str) -> int:
+    facts, checks = outcome.facts, outcome.checks
+    transfers, alerts = outcome.transfers, outcome.alerts
+    config_path, db_path = outcome.config_path, outcome.db_path
+    eth = format_amount(facts.drain_amount, 18)
+    usd = format_amount(facts.token_drain_amount, 6)
     print()
     _say(lang, "== 訓練の結果 ==", "== Drill summary ==")
+    for check in checks:
+        mark_ja, mark_en = ("OK", "OK") if check.ok else ("未確認", "MISSED")
+        _say(lang, f"  [{mark_ja}] {check.ja}", f"  [{mark_en}] {check.en}")
     _say(
         lang,
-        f"流出額: {eth} ETH（取引 {result.drain_tx}）、{usd} DUSD（取引 {result.token_drain_tx}）",
-        f"Drained: {eth} ETH (tx {result.drain_tx}), {usd} DUSD (tx {result.token_drain_tx})",
+        f"流出額 (a): {eth} ETH（取引 {facts.drain_tx}）、"
+        f"{usd} DUSD（取引 {facts.token_drain_tx}）",
+        f"Drained (a): {eth} ETH (tx {facts.drain_tx}), {usd} DUSD (tx {facts.token_drain_tx})",
     )
     _say(
         lang,
-        f"記録された送金: {result.transfers} 件 / アラート: {len(result.alerts)} 件",
-        f"Transfers stored: {result.transfers} / alerts raised: {len(result.alerts)}",
+        f"記録された送金: {transfers} 件 / アラート: {alerts} 件",
+        f"Transfers stored: {transfers} / alerts raised: {alerts}",
     )
-    if result.detection_seconds is not None:
-        seconds = f"{result.detection_seconds:.3f}"
+    if facts.detection_seconds is not None:
+        seconds = f"{facts.detection_seconds:.3f}"
         _say(
             lang,
             f"検知の処理時間: {seconds} 秒（承認数 {CONFIRMATIONS} に達したブロックから"
@@ -270,14 +217,13 @@ def _summary(app: App, result: DrillResult, config_path: Path, db_path: Path, la
     _say(
         lang, f"設定: {config_path}  ストア: {db_path}", f"Config: {config_path}  store: {db_path}"
     )
-    missed = [asset for tx, asset in drains.items() if tx not in detected]
+    missed = [check for check in checks if not check.ok]
     if missed:
-        which = ", ".join(missed)
         _say(
             lang,
-            f"失敗: コールドウォレットからの流出（{which}）が検知されませんでした",
-            f"FAILED: the cold-wallet drain ({which}) was not detected",
+            "失敗: 次の項目が確認できませんでした: " + "、".join(c.ja for c in missed),
+            "FAILED: not shown as expected: " + "; ".join(c.en for c in missed),
         )
         return 1
-    _say(lang, "成功: すべての流出を検知しました", "OK: every drain was detected")
+    _say(lang, "成功: すべての項目を確認しました", "OK: every scenario was detected as expected")
     return 0

@@ -1,47 +1,183 @@
-"""`drainwatch drill`: the first path through the whole system, kept green by every issue."""
+"""`drainwatch drill`: the first path through the whole system, kept green by every issue.
+
+The drill starts its own anvil; these tests run it as a user does (through the CLI) and read what
+it printed: every scene's alert in both languages, the retraction after the reorg, the summary,
+the exit codes, and that no anvil is left behind.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
 from pathlib import Path
 
 import pytest
 
+import drainwatch.devnode
+import drainwatch.drill
 from drainwatch.cli import main
+
+TX = r"0x[0-9a-f]{64}"
+
+
+def alert_blocks(out: str) -> list[str]:
+    """Each delivered alert as printed by the console sink: Japanese then English, 8 lines
+    (the drill's own lines before it are left out)."""
+    blocks = [b for b in out.split("\n\n") if "\n  state " in b and "\n  状態 " in b]
+    return [b[b.index("【") :] for b in blocks]
+
+
+def only(blocks: list[str], *needles: str) -> list[str]:
+    return [b for b in blocks if all(n in b for n in needles)]
+
+
+def field(block: str, pattern: str) -> str:
+    found = re.search(pattern, block)
+    assert found, f"{pattern!r} not in:\n{block}"
+    return found.group(1)
+
+
+def anvil_url(out: str) -> str:
+    return field(out, r"(?:Started anvil at |anvil を起動しました: )(http://\S+)")
+
+
+def assert_anvil_stopped(url: str) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    with pytest.raises(ConnectionRefusedError), socket.create_connection((host, int(port)), 1):
+        pass
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :]
+        if name == "anvil" and int(rest.split()[1]) == os.getpid():
+            children.append(stat.parent.name)
+    assert children == [], f"anvil processes left running: {children}"
 
 
 @pytest.mark.parametrize("lang", ["ja", "en"])
-def test_drill_detects_the_cold_wallet_drain(
+def test_drill_shows_every_scene_of_the_evm_watcher(
     tmp_path: Path, lang: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["drill", "--out", str(tmp_path), "--lang", lang]) == 0
     out = capsys.readouterr().out
-    alert = out[out.index("[CRITICAL] Outflow from cold wallet") :]
-    assert "eth-cold" in alert
-    assert "4,800 ETH" in alert
-    tx = re.search(r"tx (0x[0-9a-f]{64})", alert)
-    block = re.search(r"block (\d+) \((0x[0-9a-f]{64})\)", alert)
-    assert tx and block
-    assert "【重大】コールドウォレットからの送金" in out
-    # The token drain (an ERC-20 Transfer log) is alerted as well, in the token's own units.
-    token_alert = alert[alert.index("[CRITICAL]", 1) :]
-    assert "2,500,000 DUSD" in token_alert and "eth-cold" in token_alert
-    assert out.count("[CRITICAL]") == 2  # normal life raised nothing critical
-    summary = "成功: すべての流出を検知しました" if lang == "ja" else "OK: every drain was detected"
-    assert summary in out
+    ja = lang == "ja"
+    blocks = alert_blocks(out)
+
+    # The first endpoint of the generated config is dead: the real RPC stack fails over.
+    url = anvil_url(out)
+    assert f"監視は 2 番目の {url}（anvil）に切り替わりました" in out or not ja
+    assert f"failed over to the second, {url} (anvil); failovers: 1" in out or ja
+    assert ("平常業務の間のアラート: 0 件" if ja else "Alerts during normal life: 0") in out
+
+    # (a) the cold wallet drained of ETH and of DUSD (an ERC-20 Transfer log).
+    (eth,) = only(blocks, "[CRITICAL] Outflow from cold wallet: eth-cold", "amount 4,800 ETH")
+    assert "【重大】コールドウォレットからの送金: eth-cold" in eth and "金額 4,800 ETH" in eth
+    (dusd,) = only(blocks, "[CRITICAL] Outflow from cold wallet: eth-cold", "2,500,000 DUSD")
+    assert "state confirmed" in eth and "状態 確定" in dusd
+    drain_tx = field(eth, rf"  tx ({TX})")
+    assert re.search(r"block \d+ \(0x[0-9a-f]{64}\)", eth)
+
+    # (b) the contract wallet pays out by a contract call: an internal transfer, from traces.
+    (vault,) = only(blocks, "[CRITICAL] Outflow from cold wallet: eth-vault", "amount 750 ETH")
+    assert "【重大】コールドウォレットからの送金: eth-vault（コールド, hsm）" in vault
+    vault_tx = field(vault, rf"  tx ({TX})")
+    shown = "0 ETH。" if ja else "carries 0 ETH"
+    assert vault_tx in out[: out.index(vault)] and shown in out  # said before the alert
+
+    # (c) a control change: the cold wallet approves the attacker for DUSD.
+    (approval,) = only(blocks, "[CRITICAL] Token approval by wallet: eth-cold")
+    assert "may now move 500,000 DUSD" in approval and "rule control/approval" in approval
+    assert "【重大】ウォレットによるトークン承認: eth-cold" in approval
+    assert "500,000 DUSD を移動可能になりました" in approval
+
+    # (d) a reorg: the refill's alert is confirmed, retracted, then confirmed in the new block,
+    # always the same alert.
+    refill = only(blocks, "[WARNING] Outflow from cold wallet: eth-cold", "(own wallet eth-hot)")
+    assert len(refill) == 3
+    states = [field(b, r"  state (.+?)  rule") for b in refill]
+    assert states == ["confirmed", "RETRACTED (block orphaned)", "confirmed"]
+    assert "状態 取消（ブロックが孤立）" in refill[1]
+    assert len({field(b, r"alert (A-[0-9a-f]+)") for b in refill}) == 1
+    heights = [field(b, r"block (\d+) ") for b in refill]
+    assert heights[0] == heights[1] != heights[2]
+    store_line = (
+        "同じ取引のアラートは 1 件、送金記録は 1 件（重複なし）"
+        if ja
+        else "Alerts for that transaction in the store: 1; transfers: 1 (nothing duplicated)"
+    )
+    assert store_line in out
+
+    # (e) an outflow seen in the mempool before any block holds it, then confirmed.
+    late = only(blocks, "[CRITICAL] Outflow from cold wallet: eth-cold", "amount 150 ETH")
+    assert [field(b, r"  state (.+?)  rule") for b in late] == ["pending (mempool)", "confirmed"]
+    assert "block -" in late[0] and "状態 未承認（メモリプール）" in late[0]
+    assert len({field(b, r"alert (A-[0-9a-f]+)") for b in late}) == 1
+
+    # Nothing else was raised: normal life is quiet.
+    assert len(blocks) == 2 + 1 + 1 + 3 + 2
+    summary = out[out.index("== 訓練の結果 ==" if ja else "== Drill summary ==") :]
+    assert summary.count("[OK]") == 7 and "[MISSED]" not in summary and "未確認" not in summary
+    verdict = (
+        "成功: すべての項目を確認しました" if ja else "OK: every scenario was detected as expected"
+    )
+    assert verdict in summary
+    assert ("検知の処理時間: " if ja else "Detection processing time: ") in summary
+    assert ("anvil を停止しました" if ja else "Stopped anvil") in out
+    assert_anvil_stopped(url)
 
     # The generated config is a normal config, and the store holds what was reported.
-    assert main(["check-config", str(tmp_path / "drainwatch.yaml")]) == 0
+    config = str(tmp_path / "drainwatch.yaml")
+    assert main(["check-config", config]) == 0
     capsys.readouterr()
-    assert main(["alerts", str(tmp_path / "drainwatch.yaml"), "--json"]) == 0
-    assert tx.group(1) in capsys.readouterr().out
+    assert main(["alerts", config, "--json"]) == 0
+    stored = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(stored) == 6
+    assert drain_tx in {a["tx_hash"] for a in stored}
 
 
 def test_a_second_drill_starts_from_an_empty_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["drill", "--out", str(tmp_path), "--seed", "7"]) == 0
+    first = capsys.readouterr().out
     assert main(["drill", "--out", str(tmp_path), "--seed", "7"]) == 0
-    capsys.readouterr()
+    second = capsys.readouterr().out
     assert main(["alerts", str(tmp_path / "drainwatch.yaml"), "--json"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert len(capsys.readouterr().out.strip().splitlines()) == 6
+    # Seeded and with fixed block times: the same drill makes the same transactions.
+    assert re.findall(TX, first) == re.findall(TX, second)
+
+
+def test_a_scene_not_detected_fails_the_drill_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The exchange switched the control-change rule off: the approval goes unreported.
+    template = drainwatch.drill.CONFIG_TEMPLATE
+    switched_off = "control_changes: {{enabled: false, severity: critical}}"
+    monkeypatch.setattr(
+        drainwatch.drill,
+        "CONFIG_TEMPLATE",
+        template.replace("control_changes: {{enabled: true, severity: critical}}", switched_off),
+    )
+    assert main(["drill", "--out", str(tmp_path), "--lang", "en"]) == 1
+    out = capsys.readouterr().out
+    assert "  [MISSED] (c) control change: token approval to the attacker" in out
+    assert "FAILED: not shown as expected: (c) control change" in out
+    assert out.count("[MISSED]") == 1
+    assert_anvil_stopped(anvil_url(out))
+
+
+def test_without_anvil_the_drill_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(drainwatch.devnode, "PROJECT_ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["drill", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "anvil (npm @foundry-rs/anvil) is not installed" in err and "`make drill`" in err
+    assert not (tmp_path / "out").exists()
