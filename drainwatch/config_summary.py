@@ -56,12 +56,11 @@ def unenforced(settings: Settings) -> list[tuple[str, str]]:
         names = ", ".join(evm)
         out.append(
             (
-                f"EVM chains ({names}): a token transfer or approval waiting in the mempool "
-                "is alerted once mined, not while pending (issue #3); native, internal and token "
-                "transfers, wallet-configuration changes and pending native outflows are watched",
-                f"EVM チェーン（{names}）: メモリプール中のトークン送金・承認は取り込み後に通知"
-                "（未承認の段階での通知は issue #3）。ネイティブ・内部・トークン送金、"
-                "ウォレット構成の変更、未承認のネイティブ送金は監視済み",
+                f"EVM chains ({names}): a Safe MultiSend batch waiting in the mempool is alerted "
+                "as one delegatecall, its inner calls once mined; hot-wallet outflows above a "
+                "limit need the rules of issue #5",
+                f"EVM チェーン（{names}）: メモリプール中の Safe MultiSend は delegatecall として"
+                "通知し、内部の呼び出しは取り込み後に通知。ホットウォレットの限度額超過は issue #5",
             )
         )
     kinds = sorted({c.kind for c in settings.alerts.channels if c.kind != "console"})
@@ -132,8 +131,30 @@ def _chain_line(name: str, chain: ChainSettings) -> str:
     return (
         f"chain / チェーン {name}: {chain.kind.value} {chain.network}{chain_id}, "
         f"{len(chain.rpc)} RPC endpoint(s), {chain.confirmations} confirmation(s), "
-        f"assets / 資産: {', '.join(symbols)}"
+        f"assets / 資産: {', '.join(symbols)}, new blocks / 新ブロック検知: {_heads(chain)}"
     )
+
+
+def _heads(chain: ChainSettings) -> str:
+    """How ``watch`` learns of new blocks: a ``newHeads`` subscription on the first WebSocket
+    endpoint (polling goes on as the safety net), else polling alone. A URL held in an
+    environment variable is not read here: only what it would change is said."""
+    polling = f"polling every {chain.poll_interval_seconds:g} s"
+    polling_ja = f"{chain.poll_interval_seconds:g} 秒ごとのポーリング"
+    if chain.kind is not ChainKind.EVM:
+        return f"{polling} / {polling_ja}"
+    for i, endpoint in enumerate(chain.rpc):
+        if endpoint.url is None:
+            return (
+                f"{polling}, or newHeads if the URL in {endpoint.url_env} (rpc[{i}]) is ws(s):// "
+                f"/ {polling_ja}（{endpoint.url_env} が ws(s):// なら newHeads 購読）"
+            )
+        if urlsplit(endpoint.url).scheme in ("ws", "wss"):
+            return (
+                f"newHeads subscription on rpc[{i}] + {polling} / "
+                f"rpc[{i}] の newHeads 購読 + {polling_ja}"
+            )
+    return f"{polling} / {polling_ja}"
 
 
 def _wallet_line(name: str, wallet: WalletSettings) -> str:

@@ -7,16 +7,18 @@ are imported here, lazily, and everything else receives what it needs through co
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
+from urllib.parse import urlsplit
 
 from alerts.console import ConsoleSink
 from alerts.rules import RulePolicy, WalletBook
@@ -25,8 +27,12 @@ from drainwatch.model import Asset, Chain, ChainKind, Severity, Wallet
 from drainwatch.pipeline import Pipeline
 from drainwatch.ports import AlertSink, EventBus, JsonRpc, Store
 from drainwatch.processor import Processor
+from watchers.evm.answers import EVM_ANSWER_CHECKS
 from watchers.evm.follower import EvmFollower, chain_id_check
-from watchers.jsonrpc import FailoverRpc, HttpJsonRpc
+from watchers.heads import HeadWatch
+from watchers.jsonrpc import HttpJsonRpc
+from watchers.rpc_stack import FailoverRpc
+from watchers.wsrpc import WS_SCHEMES, WsJsonRpc
 
 if TYPE_CHECKING:
     from drainwatch.config import ChainSettings, Settings
@@ -115,28 +121,81 @@ def build_rpc(name: str, chain: ChainSettings) -> FailoverRpc:
     """Every configured endpoint of a chain behind failover; URLs and credentials named by
     ``url_env`` / ``auth_env`` come from the environment."""
 
-    endpoints: list[JsonRpc] = []
-    for i, endpoint in enumerate(chain.rpc):
-        where = f"chains.{name}.rpc[{i}]"
-        url = endpoint.url or _env(f"{where}.url_env", endpoint.url_env)
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"{where}.url", "only http(s) endpoints can be reached from `drainwatch watch`"
-            )
-        auth: tuple[str, str] | None = None
-        headers: dict[str, str] = {}
-        if endpoint.auth_env:
-            secret = _env(f"{where}.auth_env", endpoint.auth_env)
-            if ":" in secret:
-                user, _, password = secret.partition(":")
-                auth = (user, password)
-            else:
-                headers["Authorization"] = f"Bearer {secret}"
-        endpoints.append(HttpJsonRpc(url, basic_auth=auth, headers=headers))
+    endpoints: list[JsonRpc] = [_endpoint(name, i, chain) for i in range(len(chain.rpc))]
     verify = None
     if chain.kind == "evm" and chain.chain_id is not None:
         verify = chain_id_check(name, chain.chain_id)
-    return FailoverRpc(endpoints, verify=verify)
+    checks = EVM_ANSWER_CHECKS if chain.kind == "evm" else None
+    return FailoverRpc(endpoints, verify=verify, checks=checks)
+
+
+def _endpoint(name: str, i: int, chain: ChainSettings) -> HttpJsonRpc | WsJsonRpc:
+    """One endpoint's transport, picked by its URL's scheme: http(s) or a WebSocket."""
+    where = f"chains.{name}.rpc[{i}]"
+    endpoint = chain.rpc[i]
+    url = _endpoint_url(where, endpoint.url, endpoint.url_env, chain.kind)
+    auth: tuple[str, str] | None = None
+    headers: dict[str, str] = {}
+    if endpoint.auth_env:
+        secret = _env(f"{where}.auth_env", endpoint.auth_env)
+        if ":" in secret:
+            user, _, password = secret.partition(":")
+            auth = (user, password)
+        else:
+            headers["Authorization"] = f"Bearer {secret}"
+    if urlsplit(url).scheme in WS_SCHEMES:
+        if auth is not None:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+            headers["Authorization"] = f"Basic {token}"
+        return WsJsonRpc(url, headers=headers)
+    return HttpJsonRpc(url, basic_auth=auth, headers=headers)
+
+
+def _endpoint_url(where: str, url: str | None, url_env: str | None, kind: ChainKind) -> str:
+    """The endpoint's URL, from the file or the environment, with a scheme `watch` can reach.
+
+    Messages name the scheme, never the URL: one from ``url_env`` may carry an API key."""
+    field_path = f"{where}.url" if url else f"{where}.url_env"
+    url = url or _env(field_path, url_env)
+    parts = urlsplit(url)
+    try:
+        valid = bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:
+        valid = False
+    if parts.scheme not in ("http", "https", *WS_SCHEMES) or not valid:
+        shown = f"{parts.scheme}://" if parts.scheme else "a value without a scheme"
+        raise ConfigError(
+            field_path,
+            f"`drainwatch watch` reaches http://, https://, ws:// and wss:// endpoints "
+            f"(got {shown}, or no host) / http://・https://・ws://・wss:// のエンドポイントのみ"
+            "接続できます",
+        )
+    if parts.scheme in WS_SCHEMES and kind is not ChainKind.EVM:
+        raise ConfigError(
+            field_path,
+            "Bitcoin Core serves JSON-RPC over http(s) only, not WebSocket / "
+            "Bitcoin Core の JSON-RPC は http(s) のみ（WebSocket 不可）",
+        )
+    return url
+
+
+def build_head_watches(app: App, chains: Iterable[str]) -> dict[str, HeadWatch]:
+    """A ``newHeads`` subscription for each of ``chains`` that has a WebSocket endpoint (the
+    first one listed), on a connection of its own; the other chains are polled only."""
+    watches: dict[str, HeadWatch] = {}
+    for name in chains:
+        chain = app.settings.chains[name]
+        for i, endpoint in enumerate(chain.rpc):
+            where = f"chains.{name}.rpc[{i}]"
+            url = _endpoint_url(where, endpoint.url, endpoint.url_env, chain.kind)
+            if urlsplit(url).scheme in WS_SCHEMES:
+                rpc = _endpoint(name, i, chain)
+                assert isinstance(rpc, WsJsonRpc)
+                watches[name] = HeadWatch(
+                    name, rpc, on_lost=_report_heads_lost, on_restored=_report_heads_restored
+                )
+                break
+    return watches
 
 
 def _env(field_path: str, name: str | None) -> str:
@@ -161,6 +220,13 @@ def rule_policy(settings: Settings) -> RulePolicy:
         cold_outflow_severity=Severity(rules.cold_outflow.severity),
         control_changes=rules.control_changes.enabled,
         control_severity=Severity(rules.control_changes.severity),
+        # The configured tokens have decimals: ERC-20, so a pending approve(spender, 0) of
+        # theirs is a revocation, not possibly an ERC-721 approval of token id 0.
+        fungible_tokens=frozenset(
+            (name, token.contract.lower())
+            for name, chain in settings.chains.items()
+            for token in chain.tokens
+        ),
     )
 
 
@@ -241,7 +307,21 @@ def run_watch(
         try:
             if not until:
                 consume = app.settings.bus.kind != "inprocess"
-                pipeline.run_service(stop, intervals, _report_failure, consume=consume)
+                watches = build_head_watches(app, watched)
+                for name, watch in watches.items():
+                    _say_heads(name, watch.endpoint, intervals[name])
+                    watch.start()
+                try:
+                    pipeline.run_service(
+                        stop,
+                        intervals,
+                        _report_failure,
+                        consume=consume,
+                        heads={name: watch.signal for name, watch in watches.items()},
+                    )
+                finally:
+                    for watch in watches.values():
+                        watch.stop()
                 return 0
             while not stop.is_set():
                 pipeline.run_once(until)
@@ -269,6 +349,31 @@ def _report_failure(chain: str, exc: Exception, pause: float) -> None:
     print(
         f"drainwatch: {chain}: {exc} — retried in {pause:.0f} s, the other chains go on / "
         f"{pause:.0f} 秒後に再試行します（他のチェーンの監視は継続）",
+        file=sys.stderr,
+    )
+
+
+def _say_heads(chain: str, endpoint: str, interval: float) -> None:
+    print(
+        f"drainwatch: {chain}: new blocks announced by eth_subscribe(newHeads) on {endpoint}, "
+        f"and polled every {interval:g} s as well / {endpoint} の newHeads 購読で新ブロックを"
+        f"検知（{interval:g} 秒ごとのポーリングも継続）",
+        file=sys.stderr,
+    )
+
+
+def _report_heads_lost(chain: str, exc: Exception, pause: float) -> None:
+    print(
+        f"drainwatch: {chain}: newHeads subscription down ({exc}) — polling meanwhile, "
+        f"subscribing again in {pause:g} s / newHeads の購読が切れています。{pause:g} 秒後に"
+        "再購読します（その間はポーリングで監視を継続）",
+        file=sys.stderr,
+    )
+
+
+def _report_heads_restored(chain: str) -> None:
+    print(
+        f"drainwatch: {chain}: newHeads subscription restored / newHeads の購読を再開しました",
         file=sys.stderr,
     )
 

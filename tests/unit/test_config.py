@@ -909,7 +909,7 @@ def test_unenforced_lists_only_what_the_config_uses() -> None:
     from drainwatch.config_summary import unenforced
 
     [(only, _)] = unenforced(load_config_text(dump(MINIMAL)))
-    assert only.startswith("EVM chains (ethereum): a token transfer or approval waiting")
+    assert only.startswith("EVM chains (ethereum): a Safe MultiSend batch waiting")
     english = [en for en, _ in unenforced(load_config_text(BASE_TEXT))]
     assert [e.split(":")[0] for e in english] == [
         "EVM chains (ethereum)",
@@ -925,8 +925,7 @@ def test_unenforced_on_the_example_in_both_languages() -> None:
     items = unenforced(load_config(EXAMPLE))
     text = "\n".join(f"{en} / {ja}" for en, ja in items)
     for words in (
-        "EVM chains (ethereum): a token transfer or approval waiting",
-        "issue #3",
+        "EVM chains (ethereum): a Safe MultiSend batch waiting",
         "slack/webhook channels",
         "(alerts go to the console)",
         "limits and allowlist: rules from issue #5",
