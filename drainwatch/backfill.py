@@ -150,6 +150,7 @@ def backfill(
         pipeline = Pipeline(processor, subscription, poll_timeout=0.0)
     result = BackfillResult(first, last)
     progress = _Progress(chain_name, last - first + 1, err or sys.stderr)
+    processor_failed = False
     try:
         with closing(_in_order(fetch, range(first, last + 1), workers)) as blocks:
             parent: str | None = None
@@ -165,14 +166,24 @@ def backfill(
                 events += [ControlChangeSeen(c) for c in facts.changes]
                 for event in events:
                     app.bus.publish(topic, chain_name, codec.dumps_event(event))
-                if pipeline is not None:  # a bus that keeps nothing: handled before the next
-                    pipeline.settle()
                 result.add(facts)
+                if pipeline is not None and result.blocks % SETTLE_EVERY == 0:
+                    # In process the processor runs here, a window of blocks at a time: one
+                    # store transaction per window, not one per block.
+                    processor_failed = True
+                    pipeline.settle()
+                    processor_failed = False
                 if progress.tick(result.blocks, result.transfers + result.changes):
                     app.bus.flush()
         app.bus.flush()
         if pipeline is not None:
             pipeline.catch_up()
+    except BaseException:
+        # A node error or an interrupt: what was published for the blocks read so far is
+        # still handled (unless the processor itself failed), so the report below holds.
+        if pipeline is not None and not processor_failed:
+            pipeline.settle()
+        raise
     finally:
         if pipeline is not None:
             pipeline.close()
@@ -219,6 +230,10 @@ def _in_order(
         finally:
             for future in pending:  # a failure or an interrupt: nothing more is started
                 future.cancel()
+
+
+#: Blocks published between two hand-overs to the in-process processor.
+SETTLE_EVERY = 32
 
 
 class _Fetcher:

@@ -17,11 +17,13 @@ Non-taproot descriptors never take 32-byte keys: their hex keys are 66-hex compr
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from drainwatch.addresses import (
     B58_ALPHABET,
@@ -82,11 +84,16 @@ def bip39_words() -> frozenset[str]:
 
 @cache
 def bip39_japanese_words() -> frozenset[str]:
-    """The BIP39 Japanese wordlist, in NFC (composed) form, from eth-account (a dependency)."""
-    from eth_account.hdaccount.mnemonic import Mnemonic
-    from eth_account.types import Language
+    """The BIP39 Japanese wordlist, in NFC (composed) form, from eth-account (a dependency).
 
-    listed = Mnemonic(Language.JAPANESE).wordlist
+    Read from the package's data file without importing the package: importing eth-account
+    sets up its elliptic-curve backend, about two seconds of every command's start-up."""
+    spec = importlib.util.find_spec("eth_account")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not folders:
+        raise RuntimeError("eth-account (a dependency) is not installed")
+    text = (Path(folders[0]) / "hdaccount" / "wordlist" / "japanese.txt").read_text("utf-8")
+    listed = [w.strip() for w in text.splitlines() if w.strip()]
     raw = "".join(unicodedata.normalize("NFC", w) + "\n" for w in listed).encode("utf-8")
     if hashlib.sha256(raw).hexdigest() != JAPANESE_WORDLIST_SHA256:
         raise RuntimeError("eth-account's BIP39 Japanese wordlist is not the official one")

@@ -198,3 +198,65 @@ def test_bad_arguments_exit_2_naming_the_argument(
     # The confirmed head itself is fine.
     args = ["--from", str(stretch.confirmed), "--to", str(stretch.confirmed)]
     assert main(["backfill", config, "--chain", "dev", *args]) == 0
+
+
+def test_a_node_failing_mid_stretch_keeps_what_was_read_before(
+    tmp_path: Path, stretch: Stretch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The processor takes a window of blocks at a time; when the node fails part way, the
+    blocks read before the failure are still handled: stored and alerted, not lost with it."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import requests
+
+    drain_height = int(
+        stretch.node.rpc.call("eth_getTransactionReceipt", [stretch.drain])["blockNumber"], 16
+    )
+    broken_from = drain_height + 2
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            request = json.loads(body)
+            calls = request if isinstance(request, list) else [request]
+            if any(
+                c["method"] == "eth_getBlockByNumber" and int(c["params"][0], 16) >= broken_from
+                for c in calls
+                if c["params"] and str(c["params"][0]).startswith("0x")
+            ):
+                self.send_response(500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            headers = {"Content-Type": "application/json"}
+            answer = requests.post(stretch.url, data=body, headers=headers, timeout=10).content
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proxied = Stretch(
+            **{**stretch.__dict__, "url": f"http://127.0.0.1:{server.server_address[1]}"}
+        )
+        config = proxied.config(tmp_path)
+        code = main(["backfill", str(config), "--chain", "dev", "--from", "1", "--workers", "1"])
+    finally:
+        server.shutdown()
+    assert code == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("[CRITICAL] Outflow from cold wallet") == 1
+    store = open_store(f"sqlite:///{tmp_path / 'dw.db'}")
+    try:
+        kept = {t.tx_hash for t in store.transfers()}
+        assert {stretch.native.lower(), stretch.drain.lower()} <= kept
+        assert all(t.block is not None and t.block.height < broken_from for t in store.transfers())
+    finally:
+        store.close()
