@@ -3,14 +3,13 @@
 the same anvil chain over the same block range, interleaved round by round; then the per-block
 processing time at the head (a `drainwatch watch` follower stepping one new block at a time).
 
-What each side extracts differs, and drainwatch does MORE per block: it reads every block with
-its transactions, every Transfer / control log of the block, a trace of every block (trace_block
-where offered, else the callTracer: internal transfers moved by contracts, which ethereumetl's
-exports do not have), the receipts of
-the transactions that touch a watched wallet, and control changes (approvals, Safe owner changes,
-upgrades); it keeps only what touches a watched wallet, stores it in SQLite and runs the alert
-rules on it. ethereumetl writes every block, transaction and token transfer to CSV files and
-needs no traces and no receipts.
+What each side extracts differs, and drainwatch does MORE per block: on anvil (which offers
+`trace_block`) it reads every block's header with its transaction hashes, the block's traces
+(every transaction's value, whether it failed, and the internal transfers moved by contracts,
+which ethereumetl's exports do not have) and every Transfer / control log of the block, and
+finds control changes (approvals, Safe owner changes, upgrades); it keeps only what touches a
+watched wallet, stores it in SQLite and runs the alert rules on it. ethereumetl writes every
+block, transaction and token transfer to CSV files and needs no traces and no receipts.
 
 The chain: anvil (loopback, free port, automine off) with N blocks of about M transactions each,
 a mix of native transfers, token transfers (the hand-assembled emitter token) and calls of the
@@ -631,9 +630,9 @@ def main() -> None:
                 f"{ratio:.2f}x"
             )
         say(
-            "  drainwatch extracts more per block than the baseline: every block with its "
-            "transactions, every Transfer/control log, a callTracer trace of every block "
-            "(internal transfers), receipts of watched wallets' transactions, control changes; "
+            "  drainwatch extracts more per block than the baseline: every block's header and "
+            "traces (each transaction's value and outcome, internal transfers), every "
+            "Transfer/control log, control changes; "
             "it keeps only watched wallets' events (its events/s counts those, ethereumetl's "
             "rows/s counts every transaction and token transfer), stores them and runs the "
             "alert rules."

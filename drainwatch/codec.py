@@ -26,14 +26,12 @@ T = TypeVar("T")
 
 def encode(obj: Any) -> Any:
     """Turn a domain object into plain JSON-compatible values."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    fields = _encoded_fields(typing.cast(typing.Hashable, type(obj)))
+    if fields is not None:
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if f.metadata.get("json") == "decimal-string" and value is not None:
-                out[f.name] = str(value)
-            else:
-                out[f.name] = encode(value)
+        for name, amount in fields:
+            value = getattr(obj, name)
+            out[name] = str(value) if amount and value is not None else encode(value)
         return out
     if isinstance(obj, Enum):
         return obj.value
@@ -44,6 +42,16 @@ def encode(obj: Any) -> Any:
     if obj is None or isinstance(obj, str | int | bool):
         return obj
     raise CodecError("$", f"cannot encode value of type {type(obj).__name__}")
+
+
+@cache
+def _encoded_fields(cls: Any) -> tuple[tuple[str, bool], ...] | None:
+    """A dataclass's fields as (name, is an amount), once per class; None for other types."""
+    if not dataclasses.is_dataclass(cls):
+        return None
+    return tuple(
+        (f.name, f.metadata.get("json") == "decimal-string") for f in dataclasses.fields(cls)
+    )
 
 
 def format_time(value: datetime) -> str:
@@ -76,88 +84,144 @@ def loads(cls: type[T], text: str | bytes) -> T:
 
 
 def decode(cls: type[T], data: Any, path: str = "$") -> T:
-    return typing.cast(T, _decode_value(cls, data, path, amount=False))
+    return typing.cast(T, _decoder(typing.cast(typing.Hashable, cls), False)(data, path))
+
+
+#: A compiled decoder: (JSON value, its path for messages) -> model value.
+_Decoder = typing.Callable[[Any, str], Any]
 
 
 @cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _decode_dataclass(cls: type, data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise CodecError(path, f"expected an object for {cls.__name__}")
-    hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise CodecError(f"{path}.{unknown[0]}", f"unknown field of {cls.__name__}")
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        if name not in data:
-            has_default = (
-                f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-            )
-            if has_default:
-                continue
-            raise CodecError(f"{path}.{name}", "missing")
-        is_amount = f.metadata.get("json") == "decimal-string"
-        kwargs[name] = _decode_value(hints[name], data[name], f"{path}.{name}", amount=is_amount)
-    return cls(**kwargs)
-
-
-def _decode_value(tp: Any, data: Any, path: str, *, amount: bool) -> Any:
+def _decoder(tp: Any, amount: bool) -> _Decoder:
+    """The decoder of one model type, worked out once from its annotations and kept: decoding
+    is then a walk over prepared steps, not a fresh look at the type at every value."""
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
-        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _union_decoder(tp, amount)
+    if origin is tuple:
+        return _tuple_decoder(tp)
+    if dataclasses.is_dataclass(tp):
+        return _dataclass_decoder(typing.cast(type, tp))
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return _enum_decoder(tp)
+    if tp is datetime:
+        return _decode_time
+    if tp is bool:
+        return _decode_bool
+    if tp is int:
+        return parse_amount if amount else _decode_int
+    if tp is str:
+        return _decode_str
+
+    def unsupported(data: Any, path: str) -> Any:
+        raise CodecError(path, f"unsupported type in model: {tp!r}")
+
+    return unsupported
+
+
+def _union_decoder(tp: Any, amount: bool) -> _Decoder:
+    args = typing.get_args(tp)
+    members = [a for a in args if a is not type(None)]
+    nullable = len(members) < len(args)
+    inner = _decoder(members[0], amount) if len(members) == 1 else None
+
+    def decode_union(data: Any, path: str) -> Any:
         if data is None:
-            if len(members) < len(typing.get_args(tp)):
+            if nullable:
                 return None
             raise CodecError(path, "must not be null")
-        if len(members) != 1:
+        if inner is None:
             raise CodecError(path, "ambiguous union in model")
-        return _decode_value(members[0], data, path, amount=amount)
-    if origin is tuple:
-        args = typing.get_args(tp)
+        return inner(data, path)
+
+    return decode_union
+
+
+def _tuple_decoder(tp: Any) -> _Decoder:
+    args = typing.get_args(tp)
+    if len(args) == 2 and args[1] is Ellipsis:
+        item = _decoder(args[0], False)
+
+        def decode_items(data: Any, path: str) -> Any:
+            if not isinstance(data, list):
+                raise CodecError(path, "expected a list")
+            return tuple(item(v, f"{path}[{i}]") for i, v in enumerate(data))
+
+        return decode_items
+    items = [_decoder(a, False) for a in args]
+
+    def decode_fixed(data: Any, path: str) -> Any:
         if not isinstance(data, list):
             raise CodecError(path, "expected a list")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(
-                _decode_value(args[0], v, f"{path}[{i}]", amount=False) for i, v in enumerate(data)
-            )
-        if len(args) != len(data):
-            raise CodecError(path, f"expected a list of {len(args)} items")
-        return tuple(
-            _decode_value(a, v, f"{path}[{i}]", amount=False)
-            for i, (a, v) in enumerate(zip(args, data, strict=True))
+        if len(items) != len(data):
+            raise CodecError(path, f"expected a list of {len(items)} items")
+        return tuple(d(v, f"{path}[{i}]") for i, (d, v) in enumerate(zip(items, data, strict=True)))
+
+    return decode_fixed
+
+
+def _dataclass_decoder(cls: type) -> _Decoder:
+    hints = typing.get_type_hints(cls)
+    steps = [
+        (
+            f.name,
+            _decoder(hints[f.name], f.metadata.get("json") == "decimal-string"),
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
         )
-    if dataclasses.is_dataclass(tp):
-        return _decode_dataclass(typing.cast(type, tp), data, path)
-    if isinstance(tp, type) and issubclass(tp, Enum):
+        for f in dataclasses.fields(cls)
+    ]
+    names = frozenset(name for name, _, _ in steps)
+
+    def decode_object(data: Any, path: str) -> Any:
+        if not isinstance(data, dict):
+            raise CodecError(path, f"expected an object for {cls.__name__}")
+        if not names.issuperset(data):
+            unknown = sorted(set(data) - names)
+            raise CodecError(f"{path}.{unknown[0]}", f"unknown field of {cls.__name__}")
+        kwargs: dict[str, Any] = {}
+        for name, decode_field, required in steps:
+            if name in data:
+                kwargs[name] = decode_field(data[name], f"{path}.{name}")
+            elif required:
+                raise CodecError(f"{path}.{name}", "missing")
+        return cls(**kwargs)
+
+    return decode_object
+
+
+def _enum_decoder(tp: type[Enum]) -> _Decoder:
+    def decode_enum(data: Any, path: str) -> Any:
         try:
             return tp(data)
         except ValueError as exc:
             allowed = ", ".join(str(m.value) for m in tp)
             raise CodecError(path, f"{data!r} is not one of: {allowed}") from exc
-    if tp is datetime:
-        if not isinstance(data, str):
-            raise CodecError(path, "expected an ISO 8601 time string")
-        return parse_time(data, path)
-    if tp is bool:
-        if not isinstance(data, bool):
-            raise CodecError(path, "expected true or false")
-        return data
-    if tp is int:
-        if amount:
-            return parse_amount(data, path)
-        if isinstance(data, bool) or not isinstance(data, int):
-            raise CodecError(path, "expected an integer")
-        return data
-    if tp is str:
-        if not isinstance(data, str):
-            raise CodecError(path, "expected a string")
-        return data
-    raise CodecError(path, f"unsupported type in model: {tp!r}")
+
+    return decode_enum
+
+
+def _decode_time(data: Any, path: str) -> datetime:
+    if not isinstance(data, str):
+        raise CodecError(path, "expected an ISO 8601 time string")
+    return parse_time(data, path)
+
+
+def _decode_bool(data: Any, path: str) -> bool:
+    if not isinstance(data, bool):
+        raise CodecError(path, "expected true or false")
+    return data
+
+
+def _decode_int(data: Any, path: str) -> int:
+    if isinstance(data, bool) or not isinstance(data, int):
+        raise CodecError(path, "expected an integer")
+    return data
+
+
+def _decode_str(data: Any, path: str) -> str:
+    if not isinstance(data, str):
+        raise CodecError(path, "expected a string")
+    return data
 
 
 def parse_amount(data: Any, path: str = "$") -> int:

@@ -49,8 +49,7 @@ from watchers.evm.mapping import (
 from watchers.evm.slots import ImplementationWatch
 from watchers.evm.traces import (
     internal_transfers_from_call_tracer,
-    internal_transfers_from_trace_block,
-    native_transfers_from_trace_block,
+    value_transfers_from_trace_block,
 )
 from watchers.jsonrpc import call_many
 
@@ -180,7 +179,7 @@ class BlockExtractor:
         if raw is not None and dialect is TraceDialect.PARITY:
             _same_block(raw, block, endpoint)
             try:
-                found = native_transfers_from_trace_block(
+                found, internal = value_transfers_from_trace_block(
                     self.chain, block.ref, block.time, block.tx_hashes, raw, endpoint
                 )
             except MalformedRpcResponse as exc:
@@ -191,9 +190,6 @@ class BlockExtractor:
                 raw = None
             else:
                 native = [t for t in found if t.amount > 0 and self._touches(t)]
-                internal = internal_transfers_from_trace_block(
-                    self.chain, block.ref, block.time, raw, endpoint
-                )
                 return native + [t for t in internal if self._touches(t)]
         full = block if block.full else self._full(block)
         if full is None:

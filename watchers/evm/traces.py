@@ -114,34 +114,7 @@ def internal_transfers_from_trace_block(
     chain: str, block: BlockRef, block_time: datetime, raw: Any, endpoint: str = "node"
 ) -> list[Transfer]:
     """A ``trace_block`` result (parity / openethereum / erigon / reth / anvil)."""
-    if not isinstance(raw, list):
-        raise MalformedRpcResponse(endpoint, _PARITY, "traces is not a list")
-    moves: list[_Move] = []
-    failed: set[tuple[str, tuple[int, ...]]] = set()
-    tops: set[str] = set()
-    order: dict[str, int] = {}
-    for i, entry in enumerate(raw):
-        r = RawReader(entry, endpoint, _PARITY, f"traces[{i}]")
-        if r.raw.get("type") == "reward":
-            continue
-        if r.raw.get("blockHash") is not None and r.hash("blockHash") != block.hash.lower():
-            raise r.fail("blockHash", f"is not the hash of block {block.height}: {block.hash}")
-        tx_hash, path = r.hash("transactionHash"), _trace_address(r)
-        order.setdefault(tx_hash, len(order))
-        if not path:
-            tops.add(tx_hash)
-        if r.raw.get("error") is not None:
-            failed.add((tx_hash, path))
-        elif path:
-            move = _parity_move(r, tx_hash, path)
-            if move is not None:
-                moves.append(move)
-    if missing := order.keys() - tops:
-        reason = f"traces lack the top-level trace of {sorted(missing)[0]}"
-        raise MalformedRpcResponse(endpoint, _PARITY, reason)
-    kept = [m for m in moves if not _below_failure(m, failed)]
-    kept.sort(key=lambda m: (order[m.tx_hash], m.path))
-    return _transfers(chain, block, block_time, kept)
+    return value_transfers_from_trace_block(chain, block, block_time, None, raw, endpoint)[1]
 
 
 def native_transfers_from_trace_block(
@@ -153,52 +126,87 @@ def native_transfers_from_trace_block(
     endpoint: str = "node",
 ) -> list[Transfer]:
     """Every transaction's own value transfer, from its top-level frame in a ``trace_block``
-    result: what ``mapping.native_transfers`` gives from the full block and the receipts, in one
-    call. A failed transaction (top-level ``error``) moves nothing; a creation pays the new
-    contract. ``tx_hashes`` are the block's transactions in order (from its header): the traces
-    must hold exactly one top-level frame for each, in that order, or the answer is refused.
-    Value-0 transactions are included, as in ``native_transfers``; callers select.
+    result (see ``value_transfers_from_trace_block``)."""
+    return value_transfers_from_trace_block(chain, block, block_time, tx_hashes, raw, endpoint)[0]
+
+
+def value_transfers_from_trace_block(
+    chain: str,
+    block: BlockRef,
+    block_time: datetime,
+    tx_hashes: Sequence[str] | None,
+    raw: Any,
+    endpoint: str = "node",
+) -> tuple[list[Transfer], list[Transfer]]:
+    """A ``trace_block`` result read once: (native, internal) transfers.
+
+    Native: every transaction's own value transfer, from its top-level frame: what
+    ``mapping.native_transfers`` gives from the full block and the receipts, in one call. A
+    failed transaction (top-level ``error``) moves nothing; a creation pays the new contract.
+    Value-0 transactions are included, as in ``native_transfers``; callers select. Given
+    ``tx_hashes`` (the block's transactions in order, from its header), the traces must hold
+    exactly one top-level frame for each, in that order, or the answer is refused.
+
+    Internal: the value-carrying frames below the top-level ones (module docstring).
     """
     if not isinstance(raw, list):
         raise MalformedRpcResponse(endpoint, _PARITY, "traces is not a list")
-    found: list[Transfer] = []
-    seen: list[str] = []
+    block_hash = block.hash.lower()
+    tops: list[_Move] = []
+    top_hashes: list[str] = []
+    moves: list[_Move] = []
+    failed: set[tuple[str, tuple[int, ...]]] = set()
+    order: dict[str, int] = {}
     for i, entry in enumerate(raw):
         r = RawReader(entry, endpoint, _PARITY, f"traces[{i}]")
-        if r.raw.get("type") == "reward" or _trace_address(r):
+        if r.raw.get("type") == "reward":
             continue
-        if r.raw.get("blockHash") is not None and r.hash("blockHash") != block.hash.lower():
+        if r.raw.get("blockHash") is not None and r.hash("blockHash") != block_hash:
             raise r.fail("blockHash", f"is not the hash of block {block.height}: {block.hash}")
-        tx_hash = r.hash("transactionHash")
-        seen.append(tx_hash)
+        tx_hash, path = r.hash("transactionHash"), _trace_address(r)
+        order.setdefault(tx_hash, len(order))
+        if not path:
+            top_hashes.append(tx_hash)
         if r.raw.get("error") is not None:
-            continue
-        move = _parity_top(r, tx_hash)
-        found.append(
-            Transfer(
-                chain=chain,
-                tx_hash=tx_hash,
-                index="tx",
-                from_address=move.from_address,
-                to_address=move.to_address,
-                asset=NATIVE_ASSET_ID,
-                amount=move.value,
-                kind=TransferKind.NATIVE,
-                status=TransferStatus.CONFIRMED,
-                block=block,
-                block_time=block_time,
-            )
-        )
-    expected = [h.lower() for h in tx_hashes]
-    if seen != expected:
-        reason = (
-            f"traces have top-level frames for {len(seen)} transactions, the block has "
-            f"{len(expected)}"
-            if len(seen) != len(expected)
-            else "the traces' transactions are not the block's, in its order"
-        )
+            failed.add((tx_hash, path))
+        elif path:
+            move = _parity_move(r, tx_hash, path)
+            if move is not None:
+                moves.append(move)
+        else:
+            tops.append(_parity_top(r, tx_hash))
+    if missing := order.keys() - set(top_hashes):
+        reason = f"traces lack the top-level trace of {sorted(missing)[0]}"
         raise MalformedRpcResponse(endpoint, _PARITY, reason)
-    return found
+    if tx_hashes is not None:
+        expected = [h.lower() for h in tx_hashes]
+        if top_hashes != expected:
+            reason = (
+                f"traces have top-level frames for {len(top_hashes)} transactions, the block "
+                f"has {len(expected)}"
+                if len(top_hashes) != len(expected)
+                else "the traces' transactions are not the block's, in its order"
+            )
+            raise MalformedRpcResponse(endpoint, _PARITY, reason)
+    kept = [m for m in moves if not _below_failure(m, failed)]
+    kept.sort(key=lambda m: (order[m.tx_hash], m.path))
+    native = [
+        Transfer(
+            chain=chain,
+            tx_hash=m.tx_hash,
+            index="tx",
+            from_address=m.from_address,
+            to_address=m.to_address,
+            asset=NATIVE_ASSET_ID,
+            amount=m.value,
+            kind=TransferKind.NATIVE,
+            status=TransferStatus.CONFIRMED,
+            block=block,
+            block_time=block_time,
+        )
+        for m in tops
+    ]
+    return native, _transfers(chain, block, block_time, kept)
 
 
 def _parity_top(r: RawReader, tx_hash: str) -> _Move:
