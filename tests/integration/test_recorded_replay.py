@@ -137,11 +137,10 @@ def _from_header(height: int, watched: set[str]) -> tuple[list[Move], RecordedNo
     (the header form, as on a node offering trace_block) and its value transfers."""
     node = RecordedNode(head=height, traces="parity", eoas=sorted(watched))
     extractor = BlockExtractor("ethereum", node, frozenset(watched))
-    extractor.dialect = TraceDialect.PARITY  # as probed on an earlier block
-    block = extractor.fetch(height)
+    block = extractor.fetch(height)  # the dialect not known yet: the header form, then a probe
     assert block is not None and not block.full
     found = extractor.value_transfers(block)
-    assert found is not None
+    assert found is not None and extractor.dialect is TraceDialect.PARITY
     return [_move(t) for t in found], node
 
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import pytest
 
 from drainwatch.errors import ConfigError, MalformedRpcResponse, RetriableRpcError, RpcError
-from tests.fixtures.evm_nodes import start_anvil
+from tests.fixtures.evm_nodes import AnvilNode, start_anvil
 from watchers.evm.answers import EVM_ANSWER_CHECKS
 from watchers.evm.extract import BlockExtractor, TraceDialect
 from watchers.evm.follower import chain_id_check
@@ -244,15 +244,20 @@ def test_backoff_retries_only_retriable_errors() -> None:
 
 
 class _Counting:
-    def __init__(self, inner: HttpJsonRpc, block_receipts: bool = True) -> None:
+    def __init__(
+        self, inner: HttpJsonRpc, block_receipts: bool = True, traces: bool = False
+    ) -> None:
         self.inner = inner
         self.block_receipts = block_receipts
+        self.traces = traces
         self.endpoint = inner.endpoint
         self.methods: list[str] = []
 
     def call(self, method: str, params: Sequence[Any]) -> Any:
         self.methods.append(method)
-        missing = ("trace_block", "debug_traceBlockByNumber")  # a node without traces ...
+        missing: tuple[str, ...] = ()
+        if not self.traces:
+            missing = ("trace_block", "debug_traceBlockByNumber")  # a node without traces ...
         if not self.block_receipts:
             missing += ("eth_getBlockReceipts",)  # ... and, if so asked, without block receipts
         if method in missing:
@@ -327,3 +332,77 @@ def test_a_node_without_block_receipts_is_probed_once() -> None:
         assert transfers is not None
         assert [t.tx_hash for t in transfers] == [h.lower() for h in hashes]
     assert asked.count("eth_getBlockReceipts") == 1 and extractor.block_receipts is False
+
+
+def test_on_a_trace_block_node_a_block_is_one_round_trip(anvil_url: str) -> None:
+    """Once the node is known to speak trace_block, a block's header, traces and logs go in
+    one JSON-RPC batch; the transfers are those read call by call."""
+    plain = HttpJsonRpc(anvil_url)
+    sender, to = plain.call("eth_accounts", [])[:2]
+    watched = frozenset({sender.lower()})
+    node = AnvilNode(plain)
+    heights = []
+    for value in (5, 6):
+        node.send(sender, to, value)  # waits until mined
+        heights.append(node.head())
+    rpc = _Counting(plain)
+    rpc.call = lambda method, params: (
+        _Counting.call(rpc, method, params) if "trace" not in method else plain.call(method, params)
+    )  # type: ignore[method-assign]
+    extractor = BlockExtractor("dev", rpc, watched)
+    first = extractor.fetch(heights[0])
+    assert first is not None and extractor.transfers(first) is not None
+    assert extractor.dialect is TraceDialect.PARITY
+    rpc.methods.clear()
+    second = extractor.fetch(heights[1])
+    assert second is not None
+    together = extractor.transfers(second)
+    assert rpc.methods == ["batch:eth_getBlockByNumber", "batch:trace_block", "batch:eth_getLogs"]
+    apart = BlockExtractor("dev", plain, watched)
+    apart.dialect = TraceDialect.GETH  # call by call: full block, receipts, callTracer
+    full = apart.fetch(heights[1])
+    assert full is not None and together == apart.transfers(full)
+    assert together is not None and [t.amount for t in together] == [6]
+
+
+def test_logs_by_height_of_another_block_are_asked_again(anvil_url: str) -> None:
+    """The logs asked for by height together with the header may come from a block that
+    replaced it meanwhile: retried later, never mixed in or taken for garbage."""
+    from watchers.evm.extract import NodeInconsistent
+
+    plain = HttpJsonRpc(anvil_url)
+    sender, to = plain.call("eth_accounts", [])[:2]
+    node = AnvilNode(plain)
+    node.send(sender, to, 1)  # waits until mined
+    head = node.head()
+
+    class OtherBlockLogs:
+        endpoint = plain.endpoint
+
+        def call(self, method: str, params: Sequence[Any]) -> Any:
+            result = plain.call(method, params)
+            if method == "eth_getLogs" and "fromBlock" in params[0]:
+                fake = {
+                    "address": "0x" + "11" * 20,
+                    "topics": [
+                        "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef",
+                        "0x" + "00" * 12 + sender[2:].lower(),
+                        "0x" + "00" * 12 + to[2:].lower(),
+                    ],
+                    "data": "0x" + "00" * 31 + "01",
+                    "blockNumber": hex(head),
+                    "blockHash": "0x" + "ee" * 32,
+                    "transactionHash": "0x" + "dd" * 32,
+                    "transactionIndex": "0x0",
+                    "logIndex": "0x0",
+                    "removed": False,
+                }
+                return [*result, fake]
+            return result
+
+    extractor = BlockExtractor("dev", OtherBlockLogs(), frozenset({sender.lower()}))
+    extractor.dialect = TraceDialect.PARITY
+    block = extractor.fetch(head)
+    assert block is not None
+    with pytest.raises(NodeInconsistent, match="a reorg meanwhile"):
+        extractor.extract(block)

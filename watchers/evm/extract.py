@@ -51,13 +51,19 @@ from watchers.evm.traces import (
     internal_transfers_from_call_tracer,
     value_transfers_from_trace_block,
 )
-from watchers.jsonrpc import call_many
+from watchers.jsonrpc import Call, call_many
 
 log = logging.getLogger(__name__)
 
 
-#: The traces of a block that cannot be traced (a coverage gap, already reported).
-_GAP = object()
+#: A batch that is better asked call by call; also "nothing kept" for the prefetched answers.
+_APART = object()
+
+#: Blocks whose prefetched answers are kept at most (a backfill reads a window ahead).
+_PREFETCH_LIMIT = 256
+
+#: The log topics read: token transfers and changes of control.
+_TOPICS = [*TRANSFER_TOPICS, *CONTROL_TOPICS]
 
 
 class _StateGone(Exception):
@@ -130,11 +136,18 @@ class BlockExtractor:
         self._reprobe_at = 0.0  # when a dialect short of trace_block is asked about again
         self._untraced_from: int | None = None  # first block followed without traces
         self._receipts_reprobe_at = 0.0
+        # Traces and logs read together with a block's header (``_fetch_together``), by hash.
+        self._prefetched_traces: dict[str, Any] = {}
+        self._prefetched_logs: dict[str, Any] = {}
 
     def fetch(self, height: int) -> EvmBlock | None:
         """The block at ``height`` in the form the node's dialect needs (header and transaction
         hashes where ``trace_block`` is offered or not yet probed, else full); None while the
         node has not got it."""
+        if self.dialect is TraceDialect.PARITY:
+            together = self._fetch_together(height)
+            if together is not _APART:
+                return together  # type: ignore[return-value]
         full = self.dialect not in (None, TraceDialect.PARITY)
         raw = self._rpc.call("eth_getBlockByNumber", [hex(height), full])
         if raw is None:
@@ -149,6 +162,44 @@ class BlockExtractor:
                 f"{self._rpc.endpoint}: asked for block {height}, got {block.ref.height}"
             )
         return block
+
+    def _fetch_together(self, height: int) -> EvmBlock | object | None:
+        """On a node that speaks trace_block: the header, the traces and the logs of the block
+        at ``height`` in one JSON-RPC batch (one round trip instead of three). The logs come by
+        height here, so each must carry the header's block hash (checked when they are read).
+        ``_APART`` when the batch failed for a reason the calls one by one sort out better (a
+        block whose state is pruned, say)."""
+        number = hex(height)
+        query = {"fromBlock": number, "toBlock": number, "topics": [_TOPICS]}
+        calls: list[Call] = [
+            ("eth_getBlockByNumber", [number, False]),
+            (TraceDialect.PARITY.value, [number]),
+            ("eth_getLogs", [query]),
+        ]
+        try:
+            raw_block, raw_traces, raw_logs = call_many(self._rpc, calls)
+        except RetriableRpcError:
+            raise
+        except RpcError as exc:
+            log.info("%s: block %d read call by call: %s", self.chain, height, exc)
+            return _APART
+        if raw_block is None:
+            return None
+        block = parse_block_header(raw_block, self._rpc.endpoint)
+        if block.ref.height != height:
+            raise NodeInconsistent(
+                f"{self._rpc.endpoint}: asked for block {height}, got {block.ref.height}"
+            )
+        if raw_traces is not None:
+            self._keep(self._prefetched_traces, block.ref.hash, raw_traces)
+        self._keep(self._prefetched_logs, block.ref.hash, raw_logs)
+        return block
+
+    @staticmethod
+    def _keep(store: dict[str, Any], key: str, value: Any) -> None:
+        store[key] = value
+        while len(store) > _PREFETCH_LIMIT:  # blocks fetched and never extracted
+            store.pop(next(iter(store)), None)
 
     def extract(self, block: EvmBlock) -> BlockFacts | None:
         """What the block does to watched wallets; None while a receipt is missing or belongs to
@@ -349,6 +400,10 @@ class BlockExtractor:
         return TraceDialect.NONE, None
 
     def _trace(self, dialect: TraceDialect, block: EvmBlock) -> Any:
+        if dialect is TraceDialect.PARITY:
+            raw = self._prefetched_traces.pop(block.ref.hash, _APART)
+            if raw is not _APART:
+                return raw
         number = hex(block.ref.height)
         if dialect is TraceDialect.GETH:
             return self._rpc.call(dialect.value, [number, {"tracer": "callTracer"}])
@@ -356,9 +411,16 @@ class BlockExtractor:
 
     def _logs(self, block: EvmBlock) -> tuple[list[Transfer], list[ControlChange]]:
         # By block hash: the logs of exactly this block, whatever a reorg does meanwhile.
-        topics = [*TRANSFER_TOPICS, *CONTROL_TOPICS]
-        query = {"blockHash": block.ref.hash, "topics": [topics]}
-        logs = parse_logs(self._rpc.call("eth_getLogs", [query]), self._rpc.endpoint)
+        raw = self._prefetched_logs.pop(block.ref.hash, None)
+        if raw is None:
+            query = {"blockHash": block.ref.hash, "topics": [_TOPICS]}
+            raw = self._rpc.call("eth_getLogs", [query])
+        logs = parse_logs(raw, self._rpc.endpoint)
+        if stray := [entry for entry in logs if entry.block_hash != block.ref.hash]:
+            raise NodeInconsistent(
+                f"{self._rpc.endpoint}: a log of block {block.ref.height} is of block "
+                f"{stray[0].block_hash}, not {block.ref.hash} (a reorg meanwhile?)"
+            )
         tokens = token_transfers(
             self.chain, block.ref, block.time, logs, self._watched, self._rpc.endpoint
         )
