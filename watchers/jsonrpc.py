@@ -196,6 +196,13 @@ _TRANSIENT_CODES = {-32005, 429}
 _TRANSIENT_TEXT = ("header not found", "unknown block", "missing trie node", "rate limit")
 
 
+#: Answers that share a rate limit's code (Infura: -32005) but say the query is too big:
+#: asking again will not help, asking for less will (the caller splits the query).
+_TOO_BIG_TEXT = ("query returned more than", "range too large", "response size")
+
+
 def is_transient(code: Any, message: str) -> bool:
     lowered = message.lower()
+    if any(text in lowered for text in _TOO_BIG_TEXT):
+        return False
     return code in _TRANSIENT_CODES or any(text in lowered for text in _TRANSIENT_TEXT)

@@ -571,3 +571,49 @@ def test_a_node_without_traces_is_asked_again_and_the_gap_is_named(anvil_url: st
     assert block is not None and extractor.transfers(block) is not None
     assert extractor.dialect is TraceDialect.PARITY
     assert f"--from {heights[0]} --to {node.head() - 1}" in notices[-1]
+
+
+def test_logs_are_asked_for_by_watched_address_and_split_when_refused(anvil_url: str) -> None:
+    """Only the logs that can concern a watched address are asked for (a busy block's other
+    token transfers never cross the wire), and a node that refuses a filter as too large is
+    asked again with the addresses in halves: nothing is lost either way."""
+    from drainwatch.drill_contracts import EMITTER_INITCODE
+    from watchers.evm.extract import BlockExtractor
+
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    hot, cold, outsider, attacker = (node.accounts[i] for i in (1, 2, 3, 4))
+    token = node.deploy(EMITTER_INITCODE)
+    rpc = node.rpc
+    rpc.call("evm_setAutomine", [False])
+    try:
+        for sender, to, amount in (
+            (cold, attacker, 7),
+            (outsider, attacker, 8),
+            (attacker, hot, 9),
+        ):
+            data = "0x" + to.lower().removeprefix("0x").rjust(64, "0") + f"{amount:064x}"
+            tx = {"from": sender, "to": token, "data": data, "gas": hex(100_000)}
+            rpc.call("eth_sendTransaction", [tx])
+        rpc.call("evm_mine", [])
+    finally:
+        rpc.call("evm_setAutomine", [True])
+    answered: list[Any] = []
+    refusing = Tampered(rpc)
+
+    def too_large(params: Sequence[Any], result: Any) -> Any:
+        query = params[0]
+        filters = query.get("address") or query["topics"][-1]
+        if len(filters) > 1:
+            raise RpcError("query returned more than 10000 results (-32005)")
+        answered.extend(result)
+        return result
+
+    refusing.bend["eth_getLogs"] = too_large
+    extractor = BlockExtractor("dev", refusing, frozenset({hot.lower(), cold.lower()}))
+    block = extractor.fetch(node.head())
+    assert block is not None
+    transfers = extractor.transfers(block)
+    assert transfers is not None
+    assert sorted(t.amount for t in transfers if t.kind is TransferKind.TOKEN) == [7, 9]
+    outsider_word = "0x" + "0" * 24 + outsider.lower()[2:]
+    assert answered and all(outsider_word not in entry["topics"] for entry in answered)

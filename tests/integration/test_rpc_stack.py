@@ -357,7 +357,11 @@ def test_on_a_trace_block_node_a_block_is_one_round_trip(anvil_url: str) -> None
     second = extractor.fetch(heights[1])
     assert second is not None
     together = extractor.transfers(second)
-    assert rpc.methods == ["batch:eth_getBlockByNumber", "batch:trace_block", "batch:eth_getLogs"]
+    assert rpc.methods == [
+        "batch:eth_getBlockByNumber",
+        "batch:trace_block",
+        *["batch:eth_getLogs"] * 4,  # from, to, ERC-1155 to, emitted by a watched contract
+    ]
     apart = BlockExtractor("dev", plain, watched)
     apart.dialect = TraceDialect.GETH  # call by call: full block, receipts, callTracer
     full = apart.fetch(heights[1])
@@ -406,3 +410,13 @@ def test_logs_by_height_of_another_block_are_asked_again(anvil_url: str) -> None
     assert block is not None
     with pytest.raises(NodeInconsistent, match="a reorg meanwhile"):
         extractor.extract(block)
+
+
+def test_a_query_too_big_is_not_a_rate_limit() -> None:
+    """Infura answers both with -32005: a rate limit is retried later, a query returning too
+    much is final, so the caller asks for less instead of waiting in vain."""
+    from watchers.jsonrpc import is_transient
+
+    assert is_transient(-32005, "daily request count exceeded, request rate limited")
+    assert not is_transient(-32005, "query returned more than 10000 results")
+    assert not is_transient(-32602, "block range too large")

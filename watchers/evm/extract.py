@@ -34,7 +34,14 @@ from drainwatch.errors import MalformedRpcResponse, RetriableRpcError, RpcError
 from drainwatch.model import ControlChange, Transfer
 from drainwatch.ports import JsonRpc
 from watchers.evm.control import CONTROL_TOPICS, control_changes
-from watchers.evm.logs import TRANSFER_TOPICS, parse_logs, token_transfers
+from watchers.evm.logs import (
+    TRANSFER_BATCH_TOPIC,
+    TRANSFER_SINGLE_TOPIC,
+    TRANSFER_TOPICS,
+    EvmLog,
+    parse_logs,
+    token_transfers,
+)
 from watchers.evm.mapping import (
     EvmBlock,
     EvmTx,
@@ -64,6 +71,36 @@ _PREFETCH_LIMIT = 256
 
 #: The log topics read: token transfers and changes of control.
 _TOPICS = [*TRANSFER_TOPICS, *CONTROL_TOPICS]
+
+
+#: ERC-1155's transfer events, whose third indexed argument is the receiver.
+_ERC1155_TOPICS = (TRANSFER_SINGLE_TOPIC, TRANSFER_BATCH_TOPIC)
+
+#: How nodes and providers say a log query returns too much (geth, erigon, Alchemy, Infura,
+#: QuickNode wordings).
+_TOO_LARGE = (
+    "query returned more than",
+    "too many",
+    "limit exceeded",
+    "response size",
+    "range too large",
+    "block range",
+    "exceed",
+)
+
+
+def _too_large(exc: RpcError) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in _TOO_LARGE)
+
+
+def _merged(answers: list[list[EvmLog]]) -> list[EvmLog]:
+    """The logs of several overlapping filters, each once, in block order."""
+    seen: dict[tuple[str, int], EvmLog] = {}
+    for logs in answers:
+        for entry in logs:
+            seen.setdefault((entry.tx_hash, entry.log_index), entry)
+    return sorted(seen.values(), key=lambda entry: entry.log_index)
 
 
 class _StateGone(Exception):
@@ -170,14 +207,14 @@ class BlockExtractor:
         ``_APART`` when the batch failed for a reason the calls one by one sort out better (a
         block whose state is pruned, say)."""
         number = hex(height)
-        query = {"fromBlock": number, "toBlock": number, "topics": [_TOPICS]}
+        queries = self._log_queries({"fromBlock": number, "toBlock": number})
         calls: list[Call] = [
             ("eth_getBlockByNumber", [number, False]),
             (TraceDialect.PARITY.value, [number]),
-            ("eth_getLogs", [query]),
+            *(("eth_getLogs", [query]) for query in queries),
         ]
         try:
-            raw_block, raw_traces, raw_logs = call_many(self._rpc, calls)
+            raw_block, raw_traces, *raw_logs = call_many(self._rpc, calls)
         except RetriableRpcError:
             raise
         except RpcError as exc:
@@ -194,6 +231,46 @@ class BlockExtractor:
             self._keep(self._prefetched_traces, block.ref.hash, raw_traces)
         self._keep(self._prefetched_logs, block.ref.hash, raw_logs)
         return block
+
+    def _log_queries(self, where: dict[str, Any]) -> list[dict[str, Any]]:
+        """``eth_getLogs`` filters for the logs that can concern a watched address, so a node
+        sends only those, not every token transfer of the block: a watched address as the
+        first or second indexed argument (ERC-20/721 ``Transfer`` from / to, ``Approval`` and
+        ``ApprovalForAll`` owner, ERC-1155 ``TransferSingle`` / ``TransferBatch`` from) or the
+        third (ERC-1155 to), or the watched contract as the emitter (a Safe's owner, threshold,
+        guard, module and singleton events, a proxy's ``Upgraded``)."""
+        if not self._watched:
+            return []
+        words = sorted("0x" + "0" * 24 + a.removeprefix("0x") for a in self._watched)
+        return [
+            {**where, "topics": [_TOPICS, words]},
+            {**where, "topics": [_TOPICS, None, words]},
+            {**where, "topics": [list(_ERC1155_TOPICS), None, None, words]},
+            {**where, "address": sorted(self._watched), "topics": [_TOPICS]},
+        ]
+
+    def _get_logs(self, query: dict[str, Any]) -> list[Any]:
+        """One filter's answer(s); a node that refuses it as too large is asked again with the
+        watched addresses split in halves, down to one address."""
+        try:
+            return [self._rpc.call("eth_getLogs", [query])]
+        except RetriableRpcError:
+            raise
+        except RpcError as exc:
+            key = "address" if "address" in query else "topics"
+            values = query[key] if key == "address" else query["topics"][-1]
+            if not _too_large(exc) or len(values) < 2:
+                raise
+            log.warning("%s: %s; asking in two halves", self.chain, exc)
+            halves = (values[: len(values) // 2], values[len(values) // 2 :])
+            out: list[Any] = []
+            for half in halves:
+                if key == "address":
+                    part = {**query, "address": half}
+                else:
+                    part = {**query, "topics": [*query["topics"][:-1], half]}
+                out += self._get_logs(part)
+            return out
 
     @staticmethod
     def _keep(store: dict[str, Any], key: str, value: Any) -> None:
@@ -411,11 +488,14 @@ class BlockExtractor:
 
     def _logs(self, block: EvmBlock) -> tuple[list[Transfer], list[ControlChange]]:
         # By block hash: the logs of exactly this block, whatever a reorg does meanwhile.
-        raw = self._prefetched_logs.pop(block.ref.hash, None)
-        if raw is None:
-            query = {"blockHash": block.ref.hash, "topics": [_TOPICS]}
-            raw = self._rpc.call("eth_getLogs", [query])
-        logs = parse_logs(raw, self._rpc.endpoint)
+        answers = self._prefetched_logs.pop(block.ref.hash, None)
+        if answers is None:
+            answers = [
+                found
+                for query in self._log_queries({"blockHash": block.ref.hash})
+                for found in self._get_logs(query)
+            ]
+        logs = _merged([parse_logs(raw, self._rpc.endpoint) for raw in answers])
         if stray := [entry for entry in logs if entry.block_hash != block.ref.hash]:
             raise NodeInconsistent(
                 f"{self._rpc.endpoint}: a log of block {block.ref.height} is of block "
