@@ -177,7 +177,9 @@ def backfill(
                     app.bus.flush()
         app.bus.flush()
         if pipeline is not None:
+            processor_failed = True
             pipeline.catch_up()
+            processor_failed = False
     except BaseException:
         # A node error or an interrupt: what was published for the blocks read so far is
         # still handled (unless the processor itself failed), so the report below holds.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -89,13 +90,16 @@ class HeadWatch:
                 self._on_restored(self.chain)
             elif failures:
                 log.warning("%s: newHeads subscription restored on %s", self.chain, self.endpoint)
-            failures = 0
             self.signal.set()  # blocks mined while we were not subscribed: look now
+            since = time.monotonic()
             self._wake.wait()
             self.subscribed.clear()
             if self._stop.is_set():
                 return
-            failures = 1
+            # A subscription that held a while starts the pauses again; one dropped at once
+            # (a proxy that accepts and then closes) makes them grow, never a reconnect storm.
+            held = time.monotonic() - since >= self._max_backoff
+            failures = 1 if held else failures + 1
             lost = RetriableRpcError(f"{self.endpoint}: the newHeads subscription was lost")
             self._report(lost, self._pause(failures))
             self._stop.wait(self._pause(failures))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -71,6 +72,10 @@ class HttpJsonRpc:
         # auth_env, never from ~/.netrc.
         self._session.trust_env = False
         self._session.proxies.update(requests.utils.get_environ_proxies(url))
+        # What trust_env would have read too: a CA bundle for nodes behind a corporate CA.
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            self._session.verify = bundle
         self._ids = itertools.count(1)
         self.endpoint = redact_url(url)
         self.batches = True  # until the node refuses a batch
@@ -154,6 +159,10 @@ class HttpJsonRpc:
             )
         try:
             return json.loads(response.content, parse_float=Decimal)
+        except RecursionError:
+            raise MalformedRpcResponse(
+                self.endpoint, label, "the answer is nested too deep to read"
+            ) from None
         except ValueError as exc:
             raise MalformedRpcResponse(
                 self.endpoint, label, f"HTTP {response.status_code}, not JSON"

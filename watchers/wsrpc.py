@@ -164,7 +164,10 @@ class WsJsonRpc:
         if not waiter.done.wait(max(0.0, deadline - time.monotonic())):
             with self._lock:
                 unanswered = link.pending.pop(request_id, None) is not None
-            if unanswered:  # the connection stays: a late answer is read and dropped by its id
+            if unanswered:
+                # A server that keeps the connection open but stops answering would hold every
+                # later call too: the connection goes, the next call opens a fresh one.
+                self._drop(link, TimeoutError(f"no answer to {waiter.method}"))
                 raise RetriableRpcError(
                     f"{self.endpoint}: {waiter.method} got no answer within {self._timeout:g} s"
                 )
@@ -236,12 +239,15 @@ class WsJsonRpc:
         except MalformedRpcResponse as exc:
             log.warning("%s: dropping the connection: %s", self.endpoint, exc)
             cause = exc
+        except Exception as exc:  # never a dead reader behind a live-looking connection
+            log.warning("%s: dropping the connection: %s", self.endpoint, type(exc).__name__)
+            cause = exc
         self._drop(link, cause)
 
     def _dispatch(self, link: _Link, raw: str | bytes) -> None:
         try:
             body = json.loads(raw, parse_float=Decimal)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise MalformedRpcResponse(self.endpoint, "the call", "a frame is not JSON") from None
         if not isinstance(body, dict):
             raise MalformedRpcResponse(self.endpoint, "the call", "a frame is not a JSON object")

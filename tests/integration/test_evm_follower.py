@@ -521,10 +521,19 @@ def test_traces_that_miss_a_transaction_fall_back_to_receipts(anvil_url: str) ->
     from watchers.evm.extract import BlockExtractor
 
     node = AnvilNode(HttpJsonRpc(anvil_url))
-    hot, attacker = node.accounts[1], node.accounts[4]
-    tx = node.send(hot, attacker, 12)
+    hot, outsider, attacker = node.accounts[1], node.accounts[3], node.accounts[4]
+    node.rpc.call("evm_setAutomine", [False])
+    try:
+        tx = node.rpc.call("eth_sendTransaction", [{"from": hot, "to": attacker, "value": hex(12)}])
+        other = node.rpc.call(
+            "eth_sendTransaction", [{"from": outsider, "to": attacker, "value": hex(1)}]
+        )
+        node.rpc.call("evm_mine", [])
+    finally:
+        node.rpc.call("evm_setAutomine", [True])
     short = Tampered(node.rpc)
-    short.bend["trace_block"] = lambda p, r: [t for t in r if t.get("transactionHash") != tx]
+    # The traces of one of the block's two transactions are missing.
+    short.bend["trace_block"] = lambda p, r: [t for t in r if t.get("transactionHash") != other]
     notices: list[str] = []
     extractor = BlockExtractor("dev", short, frozenset({hot.lower()}), notice=notices.append)
     block = extractor.fetch(node.head())
@@ -533,6 +542,25 @@ def test_traces_that_miss_a_transaction_fall_back_to_receipts(anvil_url: str) ->
     assert transfers is not None
     assert [(t.tx_hash, t.amount) for t in transfers] == [(tx.lower(), 12)]
     assert len(notices) == 1 and "NOT covered" in notices[0]
+
+
+def test_empty_traces_for_a_block_with_transactions_are_not_ready(anvil_url: str) -> None:
+    """A backend that has the header but answers [] for the block's traces (it has not
+    executed it yet): the block waits, it is never taken as one that moved nothing."""
+    from watchers.evm.extract import BlockExtractor
+
+    node = AnvilNode(HttpJsonRpc(anvil_url))
+    hot, attacker = node.accounts[1], node.accounts[4]
+    node.send(hot, attacker, 12)
+    behind = Tampered(node.rpc)
+    behind.bend["trace_block"] = lambda p, r: []
+    extractor = BlockExtractor("dev", behind, frozenset({hot.lower()}))
+    block = extractor.fetch(node.head())
+    assert block is not None and extractor.transfers(block) is None
+    behind.bend.clear()
+    block = extractor.fetch(node.head())
+    assert block is not None
+    assert [t.amount for t in extractor.transfers(block) or []] == [12]
 
 
 def test_a_node_without_traces_is_asked_again_and_the_gap_is_named(anvil_url: str) -> None:

@@ -219,3 +219,18 @@ def test_credentials_never_appear_in_the_endpoint_name() -> None:
     rpc = HttpJsonRpc(url, basic_auth=("alice", "s3cret"))
     for secret in ("alice", "s3cret", "KEYKEY", "zzz"):
         assert secret not in rpc.endpoint
+
+
+def test_a_ca_bundle_from_the_environment_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Proxy settings are read once at start; so is the CA bundle a node behind a corporate CA
+    needs (requests reads it only while trusting the environment at every call)."""
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/corp-ca.pem")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    rpc = HttpJsonRpc("https://node.example:8545")
+    assert rpc._session.verify == "/etc/corp-ca.pem"
+    assert rpc._session.proxies.get("https") == "http://proxy.example:3128"
+    assert "https" not in HttpJsonRpc("https://internal.example:8545")._session.proxies
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    assert HttpJsonRpc("https://node.example:8545")._session.verify is True

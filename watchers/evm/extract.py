@@ -24,13 +24,15 @@ in ``mapping``, ``traces``, ``logs``, ``control`` and ``slots``; this module onl
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from drainwatch.errors import MalformedRpcResponse, RetriableRpcError, RpcError
+from drainwatch.errors import RetriableRpcError, RpcError
 from drainwatch.model import ControlChange, Transfer
 from drainwatch.ports import JsonRpc
 from watchers.evm.control import CONTROL_TOPICS, control_changes
@@ -55,6 +57,7 @@ from watchers.evm.mapping import (
 )
 from watchers.evm.slots import ImplementationWatch
 from watchers.evm.traces import (
+    TracesMismatch,
     internal_transfers_from_call_tracer,
     value_transfers_from_trace_block,
 )
@@ -173,9 +176,9 @@ class BlockExtractor:
         self._reprobe_at = 0.0  # when a dialect short of trace_block is asked about again
         self._untraced_from: int | None = None  # first block followed without traces
         self._receipts_reprobe_at = 0.0
-        # Traces and logs read together with a block's header (``_fetch_together``), by hash.
-        self._prefetched_traces: dict[str, Any] = {}
-        self._prefetched_logs: dict[str, Any] = {}
+        # Traces read together with a block's header (``_fetch_together``), by block hash.
+        self._prefetched_traces: OrderedDict[str, Any] = OrderedDict()
+        self._prefetch_lock = threading.Lock()
 
     def fetch(self, height: int) -> EvmBlock | None:
         """The block at ``height`` in the form the node's dialect needs (header and transaction
@@ -201,20 +204,18 @@ class BlockExtractor:
         return block
 
     def _fetch_together(self, height: int) -> EvmBlock | object | None:
-        """On a node that speaks trace_block: the header, the traces and the logs of the block
-        at ``height`` in one JSON-RPC batch (one round trip instead of three). The logs come by
-        height here, so each must carry the header's block hash (checked when they are read).
-        ``_APART`` when the batch failed for a reason the calls one by one sort out better (a
-        block whose state is pruned, say)."""
+        """On a node that speaks trace_block: the header and the traces of the block at
+        ``height`` in one JSON-RPC batch (the traces are checked against the header's hash and
+        transactions when read; the logs are asked for by that hash afterwards). ``_APART``
+        when the batch failed for a reason the calls one by one sort out better (a block whose
+        state is pruned, say)."""
         number = hex(height)
-        queries = self._log_queries({"fromBlock": number, "toBlock": number})
         calls: list[Call] = [
             ("eth_getBlockByNumber", [number, False]),
             (TraceDialect.PARITY.value, [number]),
-            *(("eth_getLogs", [query]) for query in queries),
         ]
         try:
-            raw_block, raw_traces, *raw_logs = call_many(self._rpc, calls)
+            raw_block, raw_traces = call_many(self._rpc, calls)
         except RetriableRpcError:
             raise
         except RpcError as exc:
@@ -227,9 +228,8 @@ class BlockExtractor:
             raise NodeInconsistent(
                 f"{self._rpc.endpoint}: asked for block {height}, got {block.ref.height}"
             )
-        if raw_traces is not None:
-            self._keep(self._prefetched_traces, block.ref.hash, raw_traces)
-        self._keep(self._prefetched_logs, block.ref.hash, raw_logs)
+        if raw_traces is not None and block.tx_hashes:
+            self._keep(block.ref.hash, raw_traces)
         return block
 
     def _log_queries(self, where: dict[str, Any]) -> list[dict[str, Any]]:
@@ -272,11 +272,11 @@ class BlockExtractor:
                 out += self._get_logs(part)
             return out
 
-    @staticmethod
-    def _keep(store: dict[str, Any], key: str, value: Any) -> None:
-        store[key] = value
-        while len(store) > _PREFETCH_LIMIT:  # blocks fetched and never extracted
-            store.pop(next(iter(store)), None)
+    def _keep(self, block_hash: str, traces: Any) -> None:
+        with self._prefetch_lock:  # backfill workers share this extractor
+            self._prefetched_traces[block_hash] = traces
+            while len(self._prefetched_traces) > _PREFETCH_LIMIT:  # fetched, never extracted
+                self._prefetched_traces.popitem(last=False)
 
     def extract(self, block: EvmBlock) -> BlockFacts | None:
         """What the block does to watched wallets; None while a receipt is missing or belongs to
@@ -306,11 +306,14 @@ class BlockExtractor:
             return None  # the node has the block but not its traces yet: ask again later
         if raw is not None and dialect is TraceDialect.PARITY:
             _same_block(raw, block, endpoint)
+            if raw == []:  # a backend that has the header but not yet the block's execution
+                log.warning("%s: traces of block %d not ready", self.chain, block.ref.height)
+                return None
             try:
                 found, internal = value_transfers_from_trace_block(
                     self.chain, block.ref, block.time, block.tx_hashes, raw, endpoint
                 )
-            except MalformedRpcResponse as exc:
+            except TracesMismatch as exc:
                 # Traces that do not cover the block's transactions one for one (a chain with
                 # system transactions, or a node bug): the native value comes from the full
                 # block and the receipts instead, and this block's internal transfers are a gap.
@@ -478,7 +481,8 @@ class BlockExtractor:
 
     def _trace(self, dialect: TraceDialect, block: EvmBlock) -> Any:
         if dialect is TraceDialect.PARITY:
-            raw = self._prefetched_traces.pop(block.ref.hash, _APART)
+            with self._prefetch_lock:
+                raw = self._prefetched_traces.pop(block.ref.hash, _APART)
             if raw is not _APART:
                 return raw
         number = hex(block.ref.height)
@@ -488,13 +492,15 @@ class BlockExtractor:
 
     def _logs(self, block: EvmBlock) -> tuple[list[Transfer], list[ControlChange]]:
         # By block hash: the logs of exactly this block, whatever a reorg does meanwhile.
-        answers = self._prefetched_logs.pop(block.ref.hash, None)
-        if answers is None:
-            answers = [
-                found
-                for query in self._log_queries({"blockHash": block.ref.hash})
-                for found in self._get_logs(query)
-            ]
+        # By block hash, always: a backend that lacks the block answers an error, where a query
+        # by height may answer an empty list that nothing could tell from "no logs".
+        queries = self._log_queries({"blockHash": block.ref.hash})
+        try:
+            answers = call_many(self._rpc, [("eth_getLogs", [query]) for query in queries])
+        except RetriableRpcError:
+            raise
+        except RpcError:  # one filter refused (too large, say): one by one, split if need be
+            answers = [found for query in queries for found in self._get_logs(query)]
         logs = _merged([parse_logs(raw, self._rpc.endpoint) for raw in answers])
         if stray := [entry for entry in logs if entry.block_hash != block.ref.hash]:
             raise NodeInconsistent(

@@ -38,6 +38,12 @@ _GETH_NO_VALUE_TYPES = frozenset({"DELEGATECALL", "STATICCALL"})
 _PARITY_CALL_TYPES = frozenset({"call", "callcode", "delegatecall", "staticcall"})
 
 
+class TracesMismatch(MalformedRpcResponse):
+    """Well-formed traces whose top-level frames are not the block's transactions one for one
+    (a chain with system transactions, or a node bug): the caller can read the value another
+    way, unlike traces that are garbage."""
+
+
 @dataclass(frozen=True)
 class _Move:
     tx_hash: str
@@ -187,7 +193,7 @@ def value_transfers_from_trace_block(
                 if len(top_hashes) != len(expected)
                 else "the traces' transactions are not the block's, in its order"
             )
-            raise MalformedRpcResponse(endpoint, _PARITY, reason)
+            raise TracesMismatch(endpoint, _PARITY, reason)
     kept = [m for m in moves if not _below_failure(m, failed)]
     kept.sort(key=lambda m: (order[m.tx_hash], m.path))
     native = [
