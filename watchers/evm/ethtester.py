@@ -45,7 +45,9 @@ def _block_id(param: Any) -> int | str:
     raise RpcError(f"eth-tester: invalid block number {param!r}")
 
 
-def _log_matches(log: dict[str, Any], query: dict[str, Any]) -> bool:
+def log_matches(log: dict[str, Any], query: dict[str, Any]) -> bool:
+    """The ``eth_getLogs`` filter rules: an address or list of addresses, and per topic
+    position ``null`` (anything), one word, or a list of words (any of them)."""
     wanted = query.get("address")
     if wanted is not None:
         allowed = {a.lower() for a in ([wanted] if isinstance(wanted, str) else wanted)}
@@ -117,7 +119,7 @@ class EthTesterRpc:
             low = self._height(query.get("fromBlock", "latest"))
             high = self._height(query.get("toBlock", "latest"))
         logs = [to_wire(log) for log in self.tester.get_logs(from_block=low, to_block=high)]
-        return [log for log in logs if _log_matches(log, query)]
+        return [log for log in logs if log_matches(log, query)]
 
     def _storage(self, params: Sequence[Any]) -> Any:
         value = self.tester.get_storage_at(params[0], params[1], _block_id(params[2]))

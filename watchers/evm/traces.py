@@ -80,7 +80,7 @@ def internal_transfers_from_call_tracer(
         top = RawReader(r.raw.get("result"), endpoint, _GETH, f"traces[{i}].result")
         if top.raw.get("error") is None:
             moves.extend(_geth_moves(top, tx_hash.lower()))
-    return _transfers(chain, block, block_time, moves)
+    return [t for t in _transfers(chain, block, block_time, moves) if t.amount > 0]
 
 
 def _geth_moves(top: RawReader, tx_hash: str) -> list[_Move]:
@@ -196,23 +196,8 @@ def value_transfers_from_trace_block(
             raise TracesMismatch(endpoint, _PARITY, reason)
     kept = [m for m in moves if not _below_failure(m, failed)]
     kept.sort(key=lambda m: (order[m.tx_hash], m.path))
-    native = [
-        Transfer(
-            chain=chain,
-            tx_hash=m.tx_hash,
-            index="tx",
-            from_address=m.from_address,
-            to_address=m.to_address,
-            asset=NATIVE_ASSET_ID,
-            amount=m.value,
-            kind=TransferKind.NATIVE,
-            status=TransferStatus.CONFIRMED,
-            block=block,
-            block_time=block_time,
-        )
-        for m in tops
-    ]
-    return native, _transfers(chain, block, block_time, kept)
+    internal = [t for t in _transfers(chain, block, block_time, kept) if t.amount > 0]
+    return _transfers(chain, block, block_time, tops), internal
 
 
 def _parity_top(r: RawReader, tx_hash: str) -> _Move:
@@ -272,20 +257,21 @@ def _address(r: RawReader, field: str) -> str:
 def _transfers(
     chain: str, block: BlockRef, block_time: datetime, moves: Sequence[_Move]
 ) -> list[Transfer]:
+    """A transaction's own value (its top-level frame, path ``()``: index ``tx``) or a frame
+    below it (index ``trace:`` and the path); zero values are kept, callers select."""
     return [
         Transfer(
             chain=chain,
             tx_hash=m.tx_hash,
-            index="trace:" + ".".join(map(str, m.path)),
+            index="trace:" + ".".join(map(str, m.path)) if m.path else "tx",
             from_address=m.from_address,
             to_address=m.to_address,
             asset=NATIVE_ASSET_ID,
             amount=m.value,
-            kind=TransferKind.INTERNAL,
+            kind=TransferKind.INTERNAL if m.path else TransferKind.NATIVE,
             status=TransferStatus.CONFIRMED,
             block=block,
             block_time=block_time,
         )
         for m in moves
-        if m.value > 0
     ]
