@@ -99,13 +99,14 @@ class HttpJsonRpc:
         results: list[Any] = []
         for start in range(0, len(calls), MAX_BATCH):
             chunk = calls[start : start + MAX_BATCH]
-            if len(chunk) == 1 or not self.batches:
-                results.extend(self.call(method, params) for method, params in chunk)
-            else:
-                results.extend(self._batch(chunk))
+            answers = self._batch(chunk) if len(chunk) > 1 and self.batches else None
+            if answers is None:  # one call at a time
+                answers = [self.call(method, params) for method, params in chunk]
+            results.extend(answers)
         return results
 
-    def _batch(self, calls: Sequence[Call]) -> list[Any]:
+    def _batch(self, calls: Sequence[Call]) -> list[Any] | None:
+        """The answers of one batch request; None when the node turns out not to batch."""
         ids = [next(self._ids) for _ in calls]
         payload = [
             {"jsonrpc": "2.0", "id": i, "method": method, "params": list(params)}
@@ -118,7 +119,7 @@ class HttpJsonRpc:
                 "%s does not answer JSON-RPC batches; asking one call at a time", self.endpoint
             )
             self.batches = False
-            return [self.call(method, params) for method, params in calls]
+            return None
         by_id: dict[Any, Any] = {
             answer["id"]: answer for answer in body if isinstance(answer, dict) and "id" in answer
         }
@@ -133,7 +134,7 @@ class HttpJsonRpc:
                 len(body),
             )
             self.batches = False
-            return [self.call(method, params) for method, params in calls]
+            return None
         return [
             unwrap_response(self.endpoint, method, by_id[i])
             for i, (method, _) in zip(ids, calls, strict=True)

@@ -49,18 +49,25 @@ FIRST_QUARANTINE = 30.0
 AnswerChecker = Callable[[Any, Sequence[Any], str], None]
 
 
-class Verified:
-    """Runs ``check`` on the endpoint before it is first read and again after any failure of it
-    (the node behind it may have been replaced meanwhile)."""
+class _Layer:
+    """A middleware around one ``inner`` ``JsonRpc``, named after it."""
 
-    def __init__(self, inner: JsonRpc, check: Callable[[JsonRpc], None]) -> None:
+    def __init__(self, inner: JsonRpc) -> None:
         self.inner = inner
-        self._check = check
-        self._verified = False
 
     @property
     def endpoint(self) -> str:
         return self.inner.endpoint
+
+
+class Verified(_Layer):
+    """Runs ``check`` on the endpoint before it is first read and again after any failure of it
+    (the node behind it may have been replaced meanwhile)."""
+
+    def __init__(self, inner: JsonRpc, check: Callable[[JsonRpc], None]) -> None:
+        super().__init__(inner)
+        self._check = check
+        self._verified = False
 
     def verify(self) -> None:
         if not self._verified:
@@ -85,18 +92,14 @@ class Verified:
             raise
 
 
-class AnswerCheck:
+class AnswerCheck(_Layer):
     """Checks the shape of the answers to the methods it knows (``checks``), per endpoint, so a
     node that answers garbage is caught at its own door: an answer the mapping would refuse
     later is refused here, where the failover still knows which node gave it."""
 
     def __init__(self, inner: JsonRpc, checks: Mapping[str, AnswerChecker]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._checks = checks
-
-    @property
-    def endpoint(self) -> str:
-        return self.inner.endpoint
 
     def call(self, method: str, params: Sequence[Any]) -> Any:
         result = self.inner.call(method, params)
@@ -260,7 +263,7 @@ def _verified_of(rpc: JsonRpc) -> Verified | None:
     return None
 
 
-class Backoff:
+class Backoff(_Layer):
     """Retries what failed on every endpoint for a retriable reason (down, slow, rate-limited,
     behind): ``rounds`` rounds with exponential pauses; final errors are raised at once."""
 
@@ -272,14 +275,10 @@ class Backoff:
         backoff_seconds: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._rounds = rounds
         self._backoff = backoff_seconds
         self._sleep = sleep
-
-    @property
-    def endpoint(self) -> str:
-        return self.inner.endpoint
 
     def call(self, method: str, params: Sequence[Any]) -> Any:
         return self._retried(lambda: self.inner.call(method, params))

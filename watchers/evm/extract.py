@@ -66,8 +66,13 @@ from watchers.jsonrpc import Call, call_many
 log = logging.getLogger(__name__)
 
 
-#: A batch that is better asked call by call; also "nothing kept" for the prefetched answers.
+#: "Nothing kept" for the prefetched traces.
 _APART = object()
+
+
+class _Apart(Exception):
+    """A batch that is better asked call by call."""
+
 
 #: Blocks whose prefetched answers are kept at most (a backfill reads a window ahead).
 _PREFETCH_LIMIT = 256
@@ -89,6 +94,29 @@ _TOO_LARGE = (
     "range too large",
     "block range",
     "exceed",
+)
+
+
+#: One ``eth_getLogs`` filter for the logs that can concern the given (watched) addresses.
+_LogFilter = Callable[[list[str]], dict[str, Any]]
+
+
+def _words(addresses: list[str]) -> list[str]:
+    """Addresses as the 32-byte topic words of indexed arguments."""
+    return ["0x" + "0" * 24 + a.removeprefix("0x") for a in addresses]
+
+
+#: The logs that can concern a watched address, so a node sends only those, not every token
+#: transfer of the block: a watched address as the first or second indexed argument
+#: (ERC-20/721 ``Transfer`` from / to, ``Approval`` and ``ApprovalForAll`` owner, ERC-1155
+#: ``TransferSingle`` / ``TransferBatch`` from) or the third (ERC-1155 to), or the watched
+#: contract as the emitter (a Safe's owner, threshold, guard, module and singleton events, a
+#: proxy's ``Upgraded``).
+_LOG_FILTERS: tuple[_LogFilter, ...] = (
+    lambda addresses: {"topics": [_TOPICS, _words(addresses)]},
+    lambda addresses: {"topics": [_TOPICS, None, _words(addresses)]},
+    lambda addresses: {"topics": [list(_ERC1155_TOPICS), None, None, _words(addresses)]},
+    lambda addresses: {"address": addresses, "topics": [_TOPICS]},
 )
 
 
@@ -185,30 +213,20 @@ class BlockExtractor:
         hashes where ``trace_block`` is offered or not yet probed, else full); None while the
         node has not got it."""
         if self.dialect is TraceDialect.PARITY:
-            together = self._fetch_together(height)
-            if together is not _APART:
-                return together  # type: ignore[return-value]
+            try:
+                return self._fetch_together(height)
+            except _Apart:
+                pass
         full = self.dialect not in (None, TraceDialect.PARITY)
         raw = self._rpc.call("eth_getBlockByNumber", [hex(height), full])
-        if raw is None:
-            return None
-        block = (
-            parse_block(raw, self._rpc.endpoint)
-            if full
-            else parse_block_header(raw, self._rpc.endpoint)
-        )
-        if block.ref.height != height:
-            raise NodeInconsistent(
-                f"{self._rpc.endpoint}: asked for block {height}, got {block.ref.height}"
-            )
-        return block
+        return self._block_at(height, raw, full=full)
 
-    def _fetch_together(self, height: int) -> EvmBlock | object | None:
+    def _fetch_together(self, height: int) -> EvmBlock | None:
         """On a node that speaks trace_block: the header and the traces of the block at
         ``height`` in one JSON-RPC batch (the traces are checked against the header's hash and
-        transactions when read; the logs are asked for by that hash afterwards). ``_APART``
-        when the batch failed for a reason the calls one by one sort out better (a block whose
-        state is pruned, say)."""
+        transactions when read; the logs are asked for by that hash afterwards). Raises
+        ``_Apart`` when the batch failed for a reason the calls one by one sort out better (a
+        block whose state is pruned, say)."""
         number = hex(height)
         calls: list[Call] = [
             ("eth_getBlockByNumber", [number, False]),
@@ -220,57 +238,40 @@ class BlockExtractor:
             raise
         except RpcError as exc:
             log.info("%s: block %d read call by call: %s", self.chain, height, exc)
-            return _APART
-        if raw_block is None:
+            raise _Apart from exc
+        block = self._block_at(height, raw_block, full=False)
+        if block is not None and raw_traces is not None and block.tx_hashes:
+            self._keep(block.ref.hash, raw_traces)
+        return block
+
+    def _block_at(self, height: int, raw: Any, *, full: bool) -> EvmBlock | None:
+        """An ``eth_getBlockByNumber(height, full)`` answer, parsed in the form asked for; None
+        while the node has not got it."""
+        if raw is None:
             return None
-        block = parse_block_header(raw_block, self._rpc.endpoint)
+        block = (parse_block if full else parse_block_header)(raw, self._rpc.endpoint)
         if block.ref.height != height:
             raise NodeInconsistent(
                 f"{self._rpc.endpoint}: asked for block {height}, got {block.ref.height}"
             )
-        if raw_traces is not None and block.tx_hashes:
-            self._keep(block.ref.hash, raw_traces)
         return block
 
-    def _log_queries(self, where: dict[str, Any]) -> list[dict[str, Any]]:
-        """``eth_getLogs`` filters for the logs that can concern a watched address, so a node
-        sends only those, not every token transfer of the block: a watched address as the
-        first or second indexed argument (ERC-20/721 ``Transfer`` from / to, ``Approval`` and
-        ``ApprovalForAll`` owner, ERC-1155 ``TransferSingle`` / ``TransferBatch`` from) or the
-        third (ERC-1155 to), or the watched contract as the emitter (a Safe's owner, threshold,
-        guard, module and singleton events, a proxy's ``Upgraded``)."""
-        if not self._watched:
-            return []
-        words = sorted("0x" + "0" * 24 + a.removeprefix("0x") for a in self._watched)
-        return [
-            {**where, "topics": [_TOPICS, words]},
-            {**where, "topics": [_TOPICS, None, words]},
-            {**where, "topics": [list(_ERC1155_TOPICS), None, None, words]},
-            {**where, "address": sorted(self._watched), "topics": [_TOPICS]},
-        ]
-
-    def _get_logs(self, query: dict[str, Any]) -> list[Any]:
+    def _get_logs(self, where: dict[str, Any], kind: _LogFilter, addresses: list[str]) -> list[Any]:
         """One filter's answer(s); a node that refuses it as too large is asked again with the
-        watched addresses split in halves, down to one address."""
+        addresses split in halves, down to one address."""
         try:
-            return [self._rpc.call("eth_getLogs", [query])]
+            return [self._rpc.call("eth_getLogs", [{**where, **kind(addresses)}])]
         except RetriableRpcError:
             raise
         except RpcError as exc:
-            key = "address" if "address" in query else "topics"
-            values = query[key] if key == "address" else query["topics"][-1]
-            if not _too_large(exc) or len(values) < 2:
+            if not _too_large(exc) or len(addresses) < 2:
                 raise
             log.warning("%s: %s; asking in two halves", self.chain, exc)
-            halves = (values[: len(values) // 2], values[len(values) // 2 :])
-            out: list[Any] = []
-            for half in halves:
-                if key == "address":
-                    part = {**query, "address": half}
-                else:
-                    part = {**query, "topics": [*query["topics"][:-1], half]}
-                out += self._get_logs(part)
-            return out
+            half = len(addresses) // 2
+            return [
+                *self._get_logs(where, kind, addresses[:half]),
+                *self._get_logs(where, kind, addresses[half:]),
+            ]
 
     def _keep(self, block_hash: str, traces: Any) -> None:
         with self._prefetch_lock:  # backfill workers share this extractor
@@ -301,14 +302,14 @@ class BlockExtractor:
         # extractor, and another may be probing meanwhile.
         dialect, raw = self._traces_of(block)
         endpoint = self._rpc.endpoint
-        if raw is None and dialect in (TraceDialect.PARITY, TraceDialect.GETH):
+        # No traces yet, or (trace_block) none for a block with transactions: a backend that
+        # has the block but not yet its execution. Ask again later.
+        not_ready = raw is None or (dialect is TraceDialect.PARITY and raw == [])
+        if not_ready and dialect in (TraceDialect.PARITY, TraceDialect.GETH):
             log.warning("%s: traces of block %d not ready", self.chain, block.ref.height)
-            return None  # the node has the block but not its traces yet: ask again later
+            return None
         if raw is not None and dialect is TraceDialect.PARITY:
             _same_block(raw, block, endpoint)
-            if raw == []:  # a backend that has the header but not yet the block's execution
-                log.warning("%s: traces of block %d not ready", self.chain, block.ref.height)
-                return None
             try:
                 found, internal = value_transfers_from_trace_block(
                     self.chain, block.ref, block.time, block.tx_hashes, raw, endpoint
@@ -412,10 +413,8 @@ class BlockExtractor:
             self.block_receipts = None
         if len(hashes) >= BLOCK_RECEIPTS_FROM and self.block_receipts is not False:
             by_block = self._block_receipts(block)
-            if by_block is not None or self.block_receipts:
-                if by_block is None:
-                    return None
-                return [by_block.get(h) for h in hashes]
+            if self.block_receipts:  # offered (else: one by one below)
+                return None if by_block is None else [by_block.get(h) for h in hashes]
         calls = [("eth_getTransactionReceipt", [h]) for h in hashes]
         answers = call_many(self._rpc, calls)
         return [None if raw is None else parse_receipt(raw, self._rpc.endpoint) for raw in answers]
@@ -494,13 +493,16 @@ class BlockExtractor:
         # By block hash: the logs of exactly this block, whatever a reorg does meanwhile.
         # By block hash, always: a backend that lacks the block answers an error, where a query
         # by height may answer an empty list that nothing could tell from "no logs".
-        queries = self._log_queries({"blockHash": block.ref.hash})
+        where = {"blockHash": block.ref.hash}
+        addresses = sorted(self._watched)
+        kinds = _LOG_FILTERS if addresses else ()
         try:
-            answers = call_many(self._rpc, [("eth_getLogs", [query]) for query in queries])
+            calls = [("eth_getLogs", [{**where, **kind(addresses)}]) for kind in kinds]
+            answers = call_many(self._rpc, calls)
         except RetriableRpcError:
             raise
         except RpcError:  # one filter refused (too large, say): one by one, split if need be
-            answers = [found for query in queries for found in self._get_logs(query)]
+            answers = [found for kind in kinds for found in self._get_logs(where, kind, addresses)]
         logs = _merged([parse_logs(raw, self._rpc.endpoint) for raw in answers])
         if stray := [entry for entry in logs if entry.block_hash != block.ref.hash]:
             raise NodeInconsistent(
