@@ -25,7 +25,7 @@ tells ERC-20 from ERC-721, then says which it was), never dropped as a revocatio
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -75,18 +75,30 @@ class RulePolicy:
 
 
 class WalletBook:
-    """The exchange's own wallets, looked up by (chain, address) case-insensitively."""
+    """The exchange's own wallets, looked up by (chain, address) case-insensitively.
+
+    A Bitcoin chain's wallets also own the addresses derived from their xpubs and descriptors,
+    whose number grows as they get used: ``derive`` attaches that chain's lookup (address →
+    wallet name), which the book asks for an address not listed in the config."""
 
     def __init__(self, wallets: Iterable[Wallet]) -> None:
         self.wallets = tuple(wallets)
         self._by_name = {w.name: w for w in self.wallets}
         self._owner: dict[tuple[str, str], Wallet] = {}
+        self._derived: dict[str, Callable[[str], str | None]] = {}
         for wallet in self.wallets:
             for address in wallet.addresses:
                 self._owner[(wallet.chain, address.lower())] = wallet
 
+    def derive(self, chain: str, lookup: Callable[[str], str | None]) -> None:
+        self._derived[chain] = lookup
+
     def owner(self, chain: str, address: str) -> Wallet | None:
-        return self._owner.get((chain, address.lower()))
+        wallet = self._owner.get((chain, address.lower()))
+        if wallet is None and chain in self._derived:
+            name = self._derived[chain](address)
+            wallet = self._by_name.get(name) if name is not None else None
+        return wallet
 
     def get(self, name: str) -> Wallet | None:
         return self._by_name.get(name)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from drainwatch import codec
 from drainwatch.errors import UsageError
@@ -39,8 +39,9 @@ from drainwatch.wiring import (
     rule_policy,
 )
 from watchers.evm.extract import BlockExtractor, BlockFacts
-from watchers.evm.follower import EvmFollower, NodeInconsistent
+from watchers.evm.follower import EvmFollower
 from watchers.evm.mapping import EvmBlock
+from watchers.follow import NodeInconsistent
 from watchers.jsonrpc import Call, call_many
 
 MAX_WORKERS = 32
@@ -79,14 +80,20 @@ def run_backfill(
     check_arguments(first, last, workers)
     with open_app(config_path) as app:
         err = err or sys.stderr
-        r = backfill(app, chain, first, last, workers, build_sinks(app.settings, stream), err)
-        print(
-            f"{chain} {r.first}..{r.last}: {r.blocks} blocks, {r.transfers} transfers, "
-            f"{r.changes} control changes, {r.alerts} alerts in {r.seconds:.1f} s / "
-            f"{r.blocks} ブロック、送金 {r.transfers} 件、制御変更 {r.changes} 件、"
-            f"アラート {r.alerts} 件、{r.seconds:.1f} 秒",
-            file=err,
-        )
+        sinks = build_sinks(app.settings, stream)
+        if chain in app.scripts:
+            from drainwatch.bitcoin_history import backfill_bitcoin, say_history
+
+            say_history(backfill_bitcoin(app, chain, first, last, workers, sinks, err), err)
+        else:
+            r = backfill(app, chain, first, last, workers, sinks, err)
+            print(
+                f"{chain} {r.first}..{r.last}: {r.blocks} blocks, {r.transfers} transfers, "
+                f"{r.changes} control changes, {r.alerts} alerts in {r.seconds:.1f} s / "
+                f"{r.blocks} ブロック、送金 {r.transfers} 件、制御変更 {r.changes} 件、"
+                f"アラート {r.alerts} 件、{r.seconds:.1f} 秒",
+                file=err,
+            )
         if app.settings.bus.kind != "inprocess":
             print(
                 "events published to Kafka: the running `drainwatch watch` stores and alerts "
@@ -136,24 +143,10 @@ def backfill(
     lowered = frozenset(a.lower() for a in watched)
     safes = app.book.multisig_addresses(chain_name)
     fetch = _Fetcher(chain_name, rpc, BlockExtractor(chain_name, rpc, lowered, safes=safes))
-    alerts_before = len(app.store.alerts())
-    in_process = app.settings.bus.kind == "inprocess"
-    clock = partial(datetime.now, UTC)
-    policy = rule_policy(app.settings)
-    # In process, this run is its own processor. On Kafka the live service's processor group
-    # consumes what is published here: joining that group would pull live events (and their
-    # alerts) into this run and rebalance the service, so this run only publishes.
-    pipeline: Pipeline | None = None
-    if in_process:
-        processor = Processor(app.store, app.book, app.chains, app.assets, policy, sinks, clock)
-        subscription = app.bus.subscribe(topic, app.topic(PROCESSOR_GROUP))
-        pipeline = Pipeline(processor, subscription, poll_timeout=0.0)
     result = BackfillResult(first, last)
-    progress = _Progress(chain_name, last - first + 1, err or sys.stderr)
-    processor_failed = False
-    try:
+    with Replay(app, chain_name, sinks, last - first + 1, err) as replay:
+        parent: str | None = None
         with closing(_in_order(fetch, range(first, last + 1), workers)) as blocks:
-            parent: str | None = None
             for block, facts in blocks:
                 if parent is not None and block.parent_hash != parent:
                     raise NodeInconsistent(
@@ -164,35 +157,78 @@ def backfill(
                 parent = block.ref.hash
                 events: list[Event] = [TransferSeen(t) for t in facts.transfers]
                 events += [ControlChangeSeen(c) for c in facts.changes]
-                for event in events:
-                    app.bus.publish(topic, chain_name, codec.dumps_event(event))
                 result.add(facts)
-                if pipeline is not None and result.blocks % SETTLE_EVERY == 0:
-                    # In process the processor runs here, a window of blocks at a time: one
-                    # store transaction per window, not one per block.
-                    processor_failed = True
-                    pipeline.settle()
-                    processor_failed = False
-                if progress.tick(result.blocks, result.transfers + result.changes):
-                    app.bus.flush()
-        app.bus.flush()
-        if pipeline is not None:
-            processor_failed = True
-            pipeline.catch_up()
-            processor_failed = False
-    except BaseException:
-        # A node error or an interrupt: what was published for the blocks read so far is
-        # still handled (unless the processor itself failed), so the report below holds.
-        if pipeline is not None and not processor_failed:
-            pipeline.settle()
-        raise
-    finally:
-        if pipeline is not None:
-            pipeline.close()
-        progress.end()
-    result.alerts = len(app.store.alerts()) - alerts_before
-    result.seconds = time.monotonic() - progress.started
+                replay.block(events)
+    result.alerts = replay.alerts
+    result.seconds = replay.seconds
     return result
+
+
+class Replay:
+    """Publishes a past stretch's events block by block, in order, with a progress line; on the
+    in-process bus it is its own processor, a window of ``SETTLE_EVERY`` blocks at a time (one
+    store transaction per window). On Kafka the live service's processor group consumes what is
+    published here: joining that group would pull live events (and their alerts) into this run
+    and rebalance the service, so this run only publishes.
+
+    Leaving the block normally waits until everything is handled; leaving it by an error or an
+    interrupt still has what was published handled (unless the processor itself failed), so the
+    counts reported hold."""
+
+    def __init__(
+        self, app: App, chain: str, sinks: Sequence[AlertSink], total: int, err: TextIO | None
+    ) -> None:
+        self._app = app
+        self._chain = chain
+        self._topic = app.topic(EVENTS_TOPIC)
+        self._pipeline: Pipeline | None = None
+        if app.settings.bus.kind == "inprocess":
+            clock = partial(datetime.now, UTC)
+            policy = rule_policy(app.settings)
+            processor = Processor(app.store, app.book, app.chains, app.assets, policy, sinks, clock)
+            subscription = app.bus.subscribe(self._topic, app.topic(PROCESSOR_GROUP))
+            self._pipeline = Pipeline(processor, subscription, poll_timeout=0.0)
+        self._progress = _Progress(chain, max(total, 1), err or sys.stderr)
+        self._alerts_before = len(app.store.alerts())
+        self._processor_failed = False
+        self.blocks = 0
+        self.events = 0
+        self.alerts = 0
+        self.seconds = 0.0
+
+    def __enter__(self) -> Replay:
+        return self
+
+    def block(self, events: Sequence[Event]) -> None:
+        """Publish one block's events (in order after the blocks before)."""
+        for event in events:
+            self._app.bus.publish(self._topic, self._chain, codec.dumps_event(event))
+        self.blocks += 1
+        self.events += len(events)
+        if self._pipeline is not None and self.blocks % SETTLE_EVERY == 0:
+            self._settle(self._pipeline.settle)
+        if self._progress.tick(self.blocks, self.events):
+            self._app.bus.flush()
+
+    def _settle(self, how: Callable[[], object]) -> None:
+        self._processor_failed = True
+        how()
+        self._processor_failed = False
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        try:
+            if kind is None:
+                self._app.bus.flush()
+                if self._pipeline is not None:
+                    self._settle(self._pipeline.catch_up)
+            elif self._pipeline is not None and not self._processor_failed:
+                self._pipeline.settle()
+        finally:
+            if self._pipeline is not None:
+                self._pipeline.close()
+            self._progress.end()
+        self.alerts = len(self._app.store.alerts()) - self._alerts_before
+        self.seconds = time.monotonic() - self._progress.started
 
 
 def _last_height(chain: str, first: int, last: int | None, follower: EvmFollower) -> int:
@@ -210,12 +246,13 @@ def _last_height(chain: str, first: int, last: int | None, follower: EvmFollower
     return confirmed if last is None else last
 
 
-def _in_order(
-    fetch: Callable[[int], tuple[EvmBlock, BlockFacts]], heights: range, workers: int
-) -> Generator[tuple[EvmBlock, BlockFacts]]:
+T = TypeVar("T")
+
+
+def _in_order(fetch: Callable[[int], T], heights: range, workers: int) -> Generator[T]:
     """Fetched by ``workers`` threads at most ``WINDOW_PER_WORKER`` blocks a worker ahead,
     yielded in height order."""
-    pending: deque[Future[tuple[EvmBlock, BlockFacts]]] = deque()
+    pending: deque[Future[T]] = deque()
     todo = iter(heights)
     with ThreadPoolExecutor(workers, thread_name_prefix="backfill") as pool:
         try:

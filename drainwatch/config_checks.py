@@ -58,6 +58,8 @@ def _chain_problems(path: FieldPath, chain: ChainSettings) -> Iterator[Problem]:
             yield (*path, "network"), "a bitcoin network is mainnet, testnet, signet or regtest"
     if evm and chain.address_prefixes is not None:
         yield (*path, "address_prefixes"), "only allowed on a bitcoin chain"
+    if evm and "gap_limit" in chain.model_fields_set:
+        yield (*path, "gap_limit"), "only allowed on a bitcoin chain"
     for i, endpoint in enumerate(chain.rpc):
         if not evm and endpoint.url and urlsplit(endpoint.url).scheme in ("ws", "wss"):
             yield (

@@ -63,6 +63,18 @@ def unenforced(settings: Settings) -> list[tuple[str, str]]:
                 "通知し、内部の呼び出しは取り込み後に通知。ホットウォレットの限度額超過は issue #5",
             )
         )
+    bitcoin = [name for name, c in settings.chains.items() if c.kind is ChainKind.BITCOIN]
+    if bitcoin:
+        names = ", ".join(bitcoin)
+        out.append(
+            (
+                f"bitcoin chains ({names}): a pending spend of a coin received in a block that "
+                "has not yet reached its confirmations is alerted once mined, not from the "
+                "mempool",
+                f"Bitcoin チェーン（{names}）: 確認数に達していないブロックで受け取ったコインの"
+                "送金は、メモリプールではなくブロック取り込み後に通知",
+            )
+        )
     kinds = sorted({c.kind for c in settings.alerts.channels if c.kind != "console"})
     if kinds:
         which = "/".join(kinds)
@@ -82,24 +94,6 @@ def unenforced(settings: Settings) -> list[tuple[str, str]]:
         en = " and ".join(field for field, _ in rules)
         ja = "・".join(ja for _, ja in rules)
         out.append((f"{en}: rules from issue #5", f"{ja}: ルールは issue #5 から"))
-    if any(w.xpubs or w.descriptors for w in wallets):
-        out.append(
-            (
-                "xpubs/descriptors: addresses are derived by the Bitcoin watcher (issue #4); "
-                "only the listed addresses are known now",
-                "xpub・ディスクリプタ: アドレスの導出は Bitcoin ウォッチャー（issue #4）で対応"
-                "（現在は列挙したアドレスのみ）",
-            )
-        )
-    bitcoin = [name for name, c in settings.chains.items() if c.kind is ChainKind.BITCOIN]
-    if bitcoin:
-        names = ", ".join(bitcoin)
-        out.append(
-            (
-                f"bitcoin chains ({names}): not followed yet (issue #4)",
-                f"Bitcoin チェーン（{names}）: まだ追跡しません（issue #4）",
-            )
-        )
     if settings.labels:
         out.append(
             (

@@ -1,24 +1,42 @@
-"""``drainwatch drill``: a simulated leak played against the real pipeline on a local chain.
+"""``drainwatch drill``: a simulated leak played against the real pipeline on local chains.
 
-The drill starts a local anvil node (``devnode``), deploys a stablecoin and a contract wallet,
-and writes a config (readable, validated like any other) whose first RPC endpoint is dead, so
-that the real endpoint stack (failover, answer checks, chain-id check) is what reads anvil. Then
-it plays normal life and an attack (``drill_scenarios``): a cold-wallet drain of ETH and DUSD, an
-internal transfer out of the contract wallet that only call traces show, a token approval to the
-attacker, a reorg that replaces a block already alerted on, and an outflow seen in the mempool
-before it is mined. The watcher, the bus, the store and the rules run exactly as in production;
-the drill only drives the chain and checks what the pipeline reported. anvil is stopped at the
-end, whatever happened.
+The drill starts a local anvil node (``devnode``) and a bcoin regtest node (``devnode_bitcoin``),
+deploys a stablecoin and a contract wallet on anvil, and writes a config (readable, validated
+like any other) whose first RPC endpoint on each chain is dead, so that the real endpoint stack
+(failover, answer checks, chain-id / network check) is what reads the nodes; bcoin's API key is
+handed over in an environment variable the config names, never in the file. Then it plays normal
+life and an attack on the EVM chain (``drill_scenarios``): a cold-wallet drain of ETH and DUSD,
+an internal transfer out of the contract wallet that only call traces show, a token approval to
+the attacker, a reorg that replaces a block already alerted on, and an outflow seen in the
+mempool before it is mined; and on Bitcoin (``drill_bitcoin``): normal life, a multisig cold
+wallet drained (pending, then confirmed) and a reorg that un-mines a confirmed payment, with the
+balances compared after every block. The watchers, the bus, the store and the rules run exactly
+as in production; the drill only drives the chains and checks what the pipeline reported. Both
+nodes are stopped at the end, whatever happened.
 """
 
 from __future__ import annotations
 
+import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from drainwatch.config import load_config
 from drainwatch.devnode import DevNode, find_anvil, free_port
+from drainwatch.devnode_bitcoin import BcoinNode, find_bcoin
+from drainwatch.drill_bitcoin import (
+    AUTH_ENV,
+    BTC_CHAIN,
+    GAP_LIMIT,
+    BitcoinActors,
+    BitcoinFacts,
+    BitcoinScenes,
+    prepare_chain,
+    summary_lines,
+)
 from drainwatch.drill_contracts import TOKEN_INITCODE, VAULT_INITCODE
 from drainwatch.drill_scenarios import (
     CONFIRMATIONS,
@@ -65,6 +83,18 @@ chains:
     # it here gives it a name and decimals for display.
     tokens:
       - {{symbol: DUSD, contract: "{token}", decimals: 6}}
+  {btc_chain}:
+    kind: bitcoin
+    network: regtest
+    # A local bcoin regtest node the drill starts and stops, with bcoin's own address prefixes.
+    # Its API key is read from the environment variable named by auth_env (the drill sets it).
+    # bcoin のローカル regtest ノード。API キーは auth_env の環境変数から読み込みます。
+    rpc:
+      - url: {btc_dead_url}
+      - {{url: "{btc_url}", auth_env: {auth_env}}}
+    confirmations: {confirmations}
+    address_prefixes: {{p2pkh: 60, p2sh: 38, bech32_hrp: rb}}
+    gap_limit: {gap_limit}
 wallets:
   eth-hot:
     chain: {chain}
@@ -84,6 +114,19 @@ wallets:
     role: cold
     custody: {{kind: hsm}}
     addresses: ["{vault}"]
+  # Bitcoin wallets are given as public keys: every address is derived from them.
+  # Bitcoin のウォレットは公開鍵で指定します（アドレスはそこから導出されます）。
+  btc-hot:
+    chain: {btc_chain}
+    role: hot
+    custody: {{kind: single_key}}
+    xpubs: ["{btc_hot}"]
+  btc-cold:
+    chain: {btc_chain}
+    role: cold
+    custody: {{kind: multisig, threshold: 2, signers: [cfo, cto, ciso]}}
+    location: offline vault / オフライン保管庫
+    descriptors: ["{btc_cold}"]
 alerts:
   channels:
     - kind: console
@@ -102,23 +145,45 @@ def _say(lang: str, ja: str, en: str) -> None:
 def run_drill(out: Path, lang: str, seed: int) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    binary = find_anvil()  # before anything is written: a missing node is bad input (exit 2)
+    # Before anything is written: a missing node is bad input (exit 2).
+    binary, bcoin = find_anvil(), find_bcoin()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot create the directory: {exc.strerror}") from None
     db_path = (out / "drainwatch.db").resolve()
     db_path.unlink(missing_ok=True)  # every drill starts from an empty store
-    with DevNode(binary, balance_eth=BALANCE_ETH, chain_id=CHAIN_ID) as node:
+    # bcoin takes ~0.5 s to start: it gets ready while anvil starts and the contracts deploy.
+    with (
+        BcoinNode(bcoin, wait=False) as btc,
+        DevNode(binary, balance_eth=BALANCE_ETH, chain_id=CHAIN_ID) as node,
+        _auth_env(btc),
+    ):
         _say(lang, f"anvil を起動しました: {node.url}", f"Started anvil at {node.url}")
-        outcome = _run(node, out, db_path, lang, seed)
-    _say(lang, "anvil を停止しました", "Stopped anvil")
+        outcome = _run(node, btc, out, db_path, lang, seed)
+    _say(lang, "anvil と bcoin を停止しました", "Stopped anvil and bcoin")
     return _summary(outcome, lang)
+
+
+@contextmanager
+def _auth_env(node: BcoinNode) -> Iterator[None]:
+    """bcoin's ``user:password`` in the variable the config's ``auth_env`` names, in this
+    process and for the drill's time only: the wiring reads it, the file never holds it."""
+    before = os.environ.get(AUTH_ENV)
+    os.environ[AUTH_ENV] = ":".join(node.auth)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(AUTH_ENV, None)
+        else:
+            os.environ[AUTH_ENV] = before
 
 
 @dataclass(frozen=True)
 class Outcome:
     facts: Facts
+    btc: BitcoinFacts
     checks: list[Check]
     transfers: int
     alerts: int
@@ -126,7 +191,15 @@ class Outcome:
     db_path: Path
 
 
-def _run(node: DevNode, out: Path, db_path: Path, lang: str, seed: int) -> Outcome:
+@dataclass(frozen=True)
+class Endpoints:
+    """The dead first endpoint of each chain in the config (nothing listens there)."""
+
+    evm: str
+    btc: str
+
+
+def _run(node: DevNode, btc: BcoinNode, out: Path, db_path: Path, lang: str, seed: int) -> Outcome:
     accounts = node.accounts
     funder = accounts[0]
     token = node.deploy(funder, TOKEN_INITCODE)
@@ -134,52 +207,81 @@ def _run(node: DevNode, out: Path, db_path: Path, lang: str, seed: int) -> Outco
     actors = Actors(
         funder, accounts[1], accounts[2], list(accounts[3:8]), accounts[9], token, vault
     )
-    dead_url = f"http://127.0.0.1:{free_port()}"  # anvil holds its own port: never this one
+    btc.wait_ready()
+    _say(
+        lang, f"bcoin（regtest）を起動しました: {btc.url}", f"Started bcoin (regtest) at {btc.url}"
+    )
+    btc_actors = BitcoinActors.create()
+    btc_start = prepare_chain(btc, btc_actors)
+    # The nodes hold their own ports: never these ones.
+    dead = Endpoints(f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}/")
     config_path = out / "drainwatch.yaml"
-    config_path.write_text(
+    _write_config(config_path, db_path, node, btc, actors, btc_actors, dead, lang)
+    _say(lang, f"設定ファイルを生成しました: {config_path}", f"Generated config: {config_path}")
+    app = build_app(load_config(config_path))
+    sink = RecordingSink()
+    say = lambda ja, en: _say(lang, ja, en)  # noqa: E731
+    try:
+        # The stacks `watch` builds from the config, handed over so that the drill can show
+        # what they did (which endpoint answers, how many failovers).
+        rpc = build_rpc(CHAIN, app.settings.chains[CHAIN])
+        btc_rpc = build_rpc(BTC_CHAIN, app.settings.chains[BTC_CHAIN])
+        pipeline = build_pipeline(
+            app,
+            [sink],
+            rpc_overrides={CHAIN: rpc, BTC_CHAIN: btc_rpc},
+            start_heights={CHAIN: 0, BTC_CHAIN: btc_start},
+        )
+        try:
+            rng = random.Random(seed)
+            scenes = Scenes(node, rpc, dead.evm, pipeline, app.store, actors, sink, rng, say)
+            checks = scenes.play()
+            btc_scenes = BitcoinScenes(
+                btc, btc_rpc, dead.btc, pipeline, app.store, btc_actors, sink, say, btc_start
+            )
+            checks += btc_scenes.play()
+        finally:
+            pipeline.close()
+        stored = (len(app.store.transfers()), len(app.store.alerts()))
+        return Outcome(scenes.facts, btc_scenes.facts, checks, *stored, config_path, db_path)
+    finally:
+        app.close()
+
+
+def _write_config(
+    path: Path,
+    db_path: Path,
+    node: DevNode,
+    btc: BcoinNode,
+    actors: Actors,
+    btc_actors: BitcoinActors,
+    dead: Endpoints,
+    lang: str,
+) -> None:
+    path.write_text(
         CONFIG_TEMPLATE.format(
-            config_path=config_path,
+            config_path=path,
             db_path=db_path,
             chain=CHAIN,
             chain_id=CHAIN_ID,
-            dead_url=dead_url,
+            dead_url=dead.evm,
             live_url=node.url,
             confirmations=CONFIRMATIONS,
             hot=actors.hot,
             cold=actors.cold,
             vault=actors.vault,
             token=actors.token,
+            btc_chain=BTC_CHAIN,
+            btc_dead_url=dead.btc,
+            btc_url=btc.url,
+            auth_env=AUTH_ENV,
+            gap_limit=GAP_LIMIT,
+            btc_hot=btc_actors.hot.xpub_slip132(),
+            btc_cold=btc_actors.cold.descriptor(),
             lang=lang,
         ),
         encoding="utf-8",
     )
-    _say(lang, f"設定ファイルを生成しました: {config_path}", f"Generated config: {config_path}")
-    app = build_app(load_config(config_path))
-    sink = RecordingSink()
-    try:
-        # The stack `watch` builds from the config, handed over so that the drill can show
-        # what it did (which endpoint answers, how many failovers).
-        rpc = build_rpc(CHAIN, app.settings.chains[CHAIN])
-        pipeline = build_pipeline(app, [sink], rpc_overrides={CHAIN: rpc}, start_heights={CHAIN: 0})
-        try:
-            scenes = Scenes(
-                node,
-                rpc,
-                dead_url,
-                pipeline,
-                app.store,
-                actors,
-                sink,
-                random.Random(seed),
-                lambda ja, en: _say(lang, ja, en),
-            )
-            checks = scenes.play()
-        finally:
-            pipeline.close()
-        stored = (len(app.store.transfers()), len(app.store.alerts()))
-        return Outcome(scenes.facts, checks, *stored, config_path, db_path)
-    finally:
-        app.close()
 
 
 def _summary(outcome: Outcome, lang: str) -> int:
@@ -199,6 +301,8 @@ def _summary(outcome: Outcome, lang: str) -> int:
         f"{usd} DUSD（取引 {facts.token_drain_tx}）",
         f"Drained (a): {eth} ETH (tx {facts.drain_tx}), {usd} DUSD (tx {facts.token_drain_tx})",
     )
+    for ja, en in summary_lines(outcome.btc):
+        _say(lang, ja, en)
     _say(
         lang,
         f"記録された送金: {transfers} 件 / アラート: {alerts} 件",

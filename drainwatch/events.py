@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from drainwatch.model import BlockRef, ControlChange, Transfer
+from drainwatch.model import BlockRef, ControlChange, Transfer, UtxoSpend
 
 
 @dataclass(frozen=True)
@@ -48,16 +48,29 @@ class ControlChangeSeen:
     change: ControlChange
 
 
-Event = BlockConnected | BlockDisconnected | TransferSeen | ControlChangeSeen
+@dataclass(frozen=True)
+class UtxoSpendSeen:
+    """A Bitcoin transaction that spends a watched output, with all its inputs and outputs (its
+    outputs also travel one by one as ``TransferSeen``, index ``out:N``)."""
+
+    spend: UtxoSpend
+
+
+Event = BlockConnected | BlockDisconnected | TransferSeen | ControlChangeSeen | UtxoSpendSeen
 
 EVENT_TYPES: dict[
     str,
-    type[BlockConnected] | type[BlockDisconnected] | type[TransferSeen] | type[ControlChangeSeen],
+    type[BlockConnected]
+    | type[BlockDisconnected]
+    | type[TransferSeen]
+    | type[ControlChangeSeen]
+    | type[UtxoSpendSeen],
 ] = {
     "block_connected": BlockConnected,
     "block_disconnected": BlockDisconnected,
     "transfer": TransferSeen,
     "control_change": ControlChangeSeen,
+    "utxo_spend": UtxoSpendSeen,
 }
 
 
@@ -70,5 +83,9 @@ def event_key(event: Event) -> str:
     if isinstance(event, ControlChangeSeen):
         chain, anchor, index = event.change.key
         return f"control:{chain}:{anchor}:{index}:{event.change.status}"
+    if isinstance(event, UtxoSpendSeen):
+        s = event.spend
+        height = s.block.height if s.block else "pending"
+        return f"spend:{s.chain}:{s.txid}:{s.status}:{height}"
     kind = "connected" if isinstance(event, BlockConnected) else "disconnected"
     return f"block:{event.chain}:{event.block.height}:{event.block.hash}:{kind}"

@@ -282,6 +282,86 @@ class ControlChange:
 
 
 @dataclass(frozen=True)
+class Utxo:
+    """A Bitcoin output paying one of the exchange's wallets, keyed by (chain, txid, vout).
+
+    Created by a block (``block``); ``spent_by`` / ``spent_block`` name the transaction and block
+    that spent it, None while it is unspent. The set of these rows is the watcher's view of the
+    wallets at its checkpoint: a reorg removes what the replaced blocks created and un-spends what
+    they spent, so balances read from it are exact at every height.
+    """
+
+    chain: str
+    txid: str
+    vout: int
+    wallet: str
+    address: str
+    amount: int = field(metadata=AMOUNT)
+    block: BlockRef
+    spent_by: str | None = None
+    spent_block: BlockRef | None = None
+
+    @property
+    def outpoint(self) -> str:
+        return f"{self.txid}:{self.vout}"
+
+
+@dataclass(frozen=True)
+class SpentInput:
+    """One input of a Bitcoin transaction that spends a watched output. ``address``, ``amount``
+    and ``wallet`` are known only for the exchange's own outputs (an input carries no address:
+    it is what the output it spends paid); for others they are None."""
+
+    txid: str
+    vout: int
+    address: str | None = None
+    amount: int | None = field(default=None, metadata=AMOUNT)
+    wallet: str | None = None
+
+
+@dataclass(frozen=True)
+class SpendOutput:
+    """One output of a spending transaction: ``wallet`` names the exchange's own wallet it returns
+    to (change, a sweep to cold, a refill), None when the value leaves. ``address`` is None for
+    scripts without one (OP_RETURN, bare multisig, non-standard: ``script`` holds their hex)."""
+
+    index: int
+    amount: int = field(metadata=AMOUNT)
+    script_type: str
+    address: str | None = None
+    wallet: str | None = None
+    script: str | None = None
+
+
+@dataclass(frozen=True)
+class UtxoSpend:
+    """A Bitcoin transaction spending at least one watched output: every input and output, the
+    ones of the exchange's own wallets marked. Keyed by (chain, txid, ``spend``); pending while
+    in the mempool, then confirmed in its block, or orphaned (withdrawn, replaced, reorged out).
+    """
+
+    chain: str
+    txid: str
+    status: TransferStatus
+    inputs: tuple[SpentInput, ...]
+    outputs: tuple[SpendOutput, ...]
+    block: BlockRef | None = None
+    block_time: datetime | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.chain, self.txid, "spend")
+
+    @property
+    def fee(self) -> int | None:
+        """The fee, when every input's amount is known (all of them the exchange's own)."""
+        amounts = [i.amount for i in self.inputs]
+        if any(a is None for a in amounts):
+            return None
+        return sum(a for a in amounts if a is not None) - sum(o.amount for o in self.outputs)
+
+
+@dataclass(frozen=True)
 class Alert:
     """A leak alert raised by a rule about one event; ``id`` is derived from rule and event."""
 

@@ -15,11 +15,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from drainwatch.errors import BusError, DrainwatchError
 from drainwatch.ports import Subscription
 from drainwatch.processor import Processor
-from watchers.evm.follower import EvmFollower
+from watchers.follow import Follower
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class Pipeline:
     def __init__(
         self, processor: Processor, subscription: Subscription, poll_timeout: float = 0.2
     ) -> None:
-        self.followers: list[EvmFollower] = []
+        self.followers: list[Follower[Any]] = []
         self.processor = processor
         self._subscription = subscription
         self._poll_timeout = poll_timeout
@@ -106,7 +107,7 @@ class Pipeline:
 
     def _follow(
         self,
-        follower: EvmFollower,
+        follower: Follower[Any],
         stop: threading.Event,
         interval: float,
         on_error: ErrorReport,

@@ -21,6 +21,7 @@ from drainwatch.model import (
     Incident,
     TimelineEntry,
     Transfer,
+    Utxo,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -52,7 +53,8 @@ class Store(Protocol):
     def orphan_block(self, chain: str, block: BlockRef) -> int:
         """Mark a block and every transfer and control change in it orphaned; returns how many
         transfers and control changes changed (together). The watcher's call: the block rows
-        are its view of the chain."""
+        are its view of the chain. On a Bitcoin chain it also undoes the block's effect on the
+        watched UTXO set (as ``rewind_utxos`` does for the blocks above a height)."""
 
     def orphan_transfers(self, chain: str, block: BlockRef) -> int:
         """Mark every transfer and every control change in a block orphaned, leaving the block
@@ -97,6 +99,33 @@ class Store(Protocol):
         """The last block whose events were all published, or None before the first."""
 
     def set_checkpoint(self, chain: str, block: BlockRef) -> None: ...
+
+    def apply_utxo_block(
+        self,
+        chain: str,
+        block: BlockRef,
+        created: Iterable[Utxo],
+        spent: Iterable[tuple[str, int, str]],
+    ) -> None:
+        """Apply one block to the watched UTXO set: ``created`` are the outputs it made that pay
+        a watched wallet (their ``block`` is ``block``), ``spent`` the watched outputs it spent,
+        as (txid, vout, spending txid). Idempotent: applying the same block again changes
+        nothing. A spend of an outpoint the store does not hold is ignored."""
+
+    def rewind_utxos(self, chain: str, height: int) -> int:
+        """Undo every block above ``height`` in the UTXO set: outputs created above it are
+        removed, spends above it undone. Returns how many rows changed. The watcher calls it
+        at start so that its UTXO set is exactly the one at its checkpoint."""
+
+    def utxos(
+        self, chain: str, *, wallet: str | None = None, unspent_only: bool = False
+    ) -> list[Utxo]:
+        """Watched outputs of ``chain`` (optionally one wallet's, optionally only the unspent
+        ones), by creating block height, then txid and vout."""
+
+    def utxo_balances(self, chain: str, height: int | None = None) -> dict[str, int]:
+        """Satoshi per wallet at ``height`` (default: the newest block applied): the outputs
+        created at or below it and not spent at or below it. Wallets with nothing are absent."""
 
     def save_alert(self, alert: Alert) -> bool:
         """Store an alert; True when it is new (its id was unknown), False on a replay."""

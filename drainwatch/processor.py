@@ -24,7 +24,13 @@ from alerts.render import render
 from alerts.rules import RulePolicy, WalletBook, evaluate
 from drainwatch import codec
 from drainwatch.errors import BusError, CodecError
-from drainwatch.events import BlockDisconnected, ControlChangeSeen, Event, TransferSeen
+from drainwatch.events import (
+    BlockDisconnected,
+    ControlChangeSeen,
+    Event,
+    TransferSeen,
+    UtxoSpendSeen,
+)
 from drainwatch.model import Alert, AlertState, Asset, Chain, ChainKind
 from drainwatch.ports import AlertSink, Message, Store
 
@@ -154,6 +160,8 @@ def _fact_key(event: Event) -> tuple[str, tuple[str, str, str]] | None:
         return ("transfer", event.transfer.key)
     if isinstance(event, ControlChangeSeen):
         return ("change", event.change.key)
+    if isinstance(event, UtxoSpendSeen):
+        return ("spend", event.spend.key)  # carried on the bus for its consumers; not stored
     return None
 
 

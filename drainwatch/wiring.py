@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
 from alerts.console import ConsoleSink
@@ -27,8 +27,12 @@ from drainwatch.model import Asset, Chain, ChainKind, Severity, Wallet
 from drainwatch.pipeline import Pipeline
 from drainwatch.ports import AlertSink, EventBus, JsonRpc, Store
 from drainwatch.processor import Processor
+from watchers.bitcoin.derive import ScriptBook
+from watchers.bitcoin.follower import BitcoinFollower
+from watchers.bitcoin.node import BITCOIN_ANSWER_CHECKS, network_check
 from watchers.evm.answers import EVM_ANSWER_CHECKS
 from watchers.evm.follower import EvmFollower, chain_id_check
+from watchers.follow import Follower
 from watchers.heads import HeadWatch
 from watchers.jsonrpc import HttpJsonRpc
 from watchers.rpc_stack import FailoverRpc
@@ -51,6 +55,8 @@ class App:
     chains: dict[str, Chain]
     book: WalletBook
     assets: dict[str, dict[str, Asset]] = field(default_factory=dict)
+    #: Per Bitcoin chain: the watched scripts (configured and derived addresses).
+    scripts: dict[str, ScriptBook] = field(default_factory=dict)
 
     def wallet(self, name: str) -> Wallet:
         wallet = self.book.get(name)
@@ -103,7 +109,20 @@ def build_app(settings: Settings, *, create: bool = True) -> App:
         store.close()
         raise
     assets = {name: {a.asset_id: a for a in settings.assets(name)} for name in chains}
-    return App(settings, store, bus, chains, WalletBook(settings.domain_wallets()), assets)
+    wallets = settings.domain_wallets()
+    book = WalletBook(wallets)
+    scripts: dict[str, ScriptBook] = {}
+    for name, chain in settings.chains.items():
+        if chain.kind is ChainKind.BITCOIN:
+            mine = [w for w in wallets if w.chain == name]
+            try:
+                scripts[name] = ScriptBook(mine, chain.address_params(), gap_limit=chain.gap_limit)
+            except ValueError as exc:
+                store.close()
+                bus.close()
+                raise ConfigError(f"chains.{name}", str(exc)) from None
+            book.derive(name, scripts[name].owner_of_address)
+    return App(settings, store, bus, chains, book, assets, scripts)
 
 
 @contextmanager
@@ -122,11 +141,14 @@ def build_rpc(name: str, chain: ChainSettings) -> FailoverRpc:
     ``url_env`` / ``auth_env`` come from the environment."""
 
     endpoints: list[JsonRpc] = [_endpoint(name, i, chain) for i in range(len(chain.rpc))]
-    verify = None
-    if chain.kind == "evm" and chain.chain_id is not None:
-        verify = chain_id_check(name, chain.chain_id)
-    checks = EVM_ANSWER_CHECKS if chain.kind == "evm" else None
-    return FailoverRpc(endpoints, verify=verify, checks=checks)
+    if chain.kind is ChainKind.BITCOIN:
+        return FailoverRpc(
+            endpoints,
+            verify=network_check(name, chain.network),
+            checks=BITCOIN_ANSWER_CHECKS,
+        )
+    verify = chain_id_check(name, chain.chain_id) if chain.chain_id is not None else None
+    return FailoverRpc(endpoints, verify=verify, checks=EVM_ANSWER_CHECKS)
 
 
 def _endpoint(name: str, i: int, chain: ChainSettings) -> HttpJsonRpc | WsJsonRpc:
@@ -255,32 +277,47 @@ def build_pipeline(
     # block's events before the watcher's checkpoint passes it, or a crash would lose them.
     after_publish = pipeline.settle if in_process else None
     for name, chain in app.chains.items():
-        if chain.kind is not ChainKind.EVM:
-            continue  # the Bitcoin watcher arrives with issue #4; `watch` says so at start
         overrides = rpc_overrides or {}
         prepare = None
         if name in overrides:
             rpc: JsonRpc = overrides[name]
         else:
             failover = rpc = build_rpc(name, app.settings.chains[name])
-            # Every endpoint's chain id is checked by the chain's first step, in its own thread:
+            # Every endpoint's network is checked by the chain's first step, in its own thread:
             # a backup on the wrong network is found at start, not when the primary fails.
             prepare = failover.verify_all
-        pipeline.followers.append(
-            EvmFollower(
+        settings = app.settings.chains[name]
+        start_height = (start_heights or {}).get(name)
+        follower: Follower[Any]
+        if chain.kind is ChainKind.BITCOIN:
+            follower = BitcoinFollower(
+                chain,
+                rpc,
+                app.store,
+                app.bus,
+                topic,
+                app.scripts[name],
+                settings.address_params(),
+                start_height=start_height,
+                max_reorg_depth=settings.max_reorg_depth,
+                after_publish=after_publish,
+                prepare=prepare,
+            )
+        else:
+            follower = EvmFollower(
                 chain,
                 rpc,
                 app.store,
                 app.bus,
                 topic,
                 app.book.addresses(name),
-                start_height=(start_heights or {}).get(name),
-                max_reorg_depth=app.settings.chains[name].max_reorg_depth,
+                start_height=start_height,
+                max_reorg_depth=settings.max_reorg_depth,
                 after_publish=after_publish,
                 prepare=prepare,
                 safes=app.book.multisig_addresses(name),
             )
-        )
+        pipeline.followers.append(follower)
     return pipeline
 
 
@@ -300,9 +337,12 @@ def run_watch(
     stop = stop or threading.Event()
     with open_app(config_path) as app:
         pipeline = build_pipeline(app, build_sinks(app.settings, stream))
+        _check_until(until, app)
+        if until:  # a batch job follows the chains it names, and only those
+            pipeline.followers = [f for f in pipeline.followers if f.chain.name in until]
         watched = {f.chain.name for f in pipeline.followers}
-        _check_until(until, app, watched)
         _warn_unenforced(app)
+        _warn_unknown_coins(app, watched)
         intervals = {name: app.settings.chains[name].poll_interval_seconds for name in watched}
         try:
             if not until:
@@ -334,15 +374,10 @@ def run_watch(
             pipeline.close()
 
 
-def _check_until(until: Mapping[str, int], app: App, watched: set[str]) -> None:
+def _check_until(until: Mapping[str, int], app: App) -> None:
     unknown = sorted(set(until) - set(app.chains))
     if unknown:
         raise UsageError(f"--until-height names an unknown chain: {', '.join(unknown)}")
-    unwatched = sorted(set(until) - watched)
-    if unwatched:
-        raise UsageError(
-            f"--until-height names a chain that is not followed yet: {', '.join(unwatched)}"
-        )
 
 
 def _report_failure(chain: str, exc: Exception, pause: float) -> None:
@@ -376,6 +411,24 @@ def _report_heads_restored(chain: str) -> None:
         f"drainwatch: {chain}: newHeads subscription restored / newHeads の購読を再開しました",
         file=sys.stderr,
     )
+
+
+def _warn_unknown_coins(app: App, watched: set[str]) -> None:
+    """A Bitcoin spend names the coins it spends, not an address: a watcher that starts at
+    today's head cannot see the spend of a coin received before, unless it is told of them."""
+    for name in sorted(set(app.scripts) & watched):
+        if app.store.get_checkpoint(name) is None:
+            print(
+                f"drainwatch: {name}: a new deployment starts at the chain's head and knows no "
+                "coin the wallets received before: spends of those are not seen until you run "
+                f"`drainwatch backfill CONFIG --chain {name} --from HEIGHT` (HEIGHT: the "
+                "wallets' first block) or `drainwatch import CONFIG --format bitcoin-blk "
+                f"blk*.dat` / {name}: 新規導入時は最新ブロックから監視するため、"
+                "それ以前に受け取ったコインの送金は検知できません。"
+                "backfill（ウォレットの最初のブロックから）または import で"
+                "過去のコインを取り込んでください",
+                file=sys.stderr,
+            )
 
 
 def _warn_unenforced(app: App) -> None:

@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.kafka",
     "tests.fixtures.evm_nodes",
+    "tests.fixtures.bitcoin_nodes",
     "tests.fixtures.solc",
 ]
 

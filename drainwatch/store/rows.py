@@ -20,6 +20,7 @@ from drainwatch.model import (
     Transfer,
     TransferKind,
     TransferStatus,
+    Utxo,
 )
 from drainwatch.store.schema import (
     AlertRow,
@@ -27,6 +28,7 @@ from drainwatch.store.schema import (
     IncidentRow,
     TimelineEntryRow,
     TransferRow,
+    UtxoRow,
 )
 
 
@@ -182,4 +184,32 @@ def timeline_entry_from_row(r: TimelineEntryRow) -> TimelineEntry:
         actor=r.actor,
         section=r.section,
         ref=r.ref,
+    )
+
+
+def utxo_to_row(u: Utxo) -> dict[str, Any]:
+    """The created output's columns; a spend is written by its own statement, never here."""
+    return {
+        "chain": u.chain,
+        "txid": u.txid,
+        "vout": u.vout,
+        "wallet": u.wallet,
+        "address": u.address,
+        "amount": u.amount,
+        "block_height": u.block.height,
+        "block_hash": u.block.hash,
+    }
+
+
+def utxo_from_row(r: UtxoRow) -> Utxo:
+    return Utxo(
+        chain=r.chain,
+        txid=r.txid,
+        vout=r.vout,
+        wallet=r.wallet,
+        address=r.address,
+        amount=r.amount,
+        block=BlockRef(r.block_height, r.block_hash),
+        spent_by=r.spent_by,
+        spent_block=block_ref(r.spent_height, r.spent_hash),
     )

@@ -234,3 +234,33 @@ class TimelineEntryRow(Base):
     actor: Mapped[str | None] = mapped_column(Text)
     section: Mapped[str | None] = mapped_column(Text)
     ref: Mapped[str | None] = mapped_column(Text)
+
+
+class UtxoRow(Base):
+    """A ``drainwatch.model.Utxo``: a watched output, keyed by its outpoint (chain, txid, vout).
+
+    The creating block and the spending block are both kept (a spend is a row update, never a
+    delete), so that the balance at any height since the first applied block is one query:
+    created at or below it and not spent at or below it. A reorg deletes what the replaced
+    blocks created and clears what they spent.
+    """
+
+    __tablename__ = "utxos"
+    __table_args__ = (
+        Index("ix_utxos_spent", "chain", "spent_height"),
+        Index("ix_utxos_block", "chain", "block_height"),
+        Index("ix_utxos_wallet", "chain", "wallet"),
+    )
+
+    chain: Mapped[str] = mapped_column(Text, primary_key=True)
+    txid: Mapped[str] = mapped_column(Text, primary_key=True)
+    # A vout is a 32-bit unsigned number: above PostgreSQL's INTEGER.
+    vout: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    wallet: Mapped[str] = mapped_column(Text)
+    address: Mapped[str] = mapped_column(Text)
+    amount: Mapped[int] = mapped_column(Amount)
+    block_height: Mapped[int] = mapped_column(BigInteger)
+    block_hash: Mapped[str] = mapped_column(Text)
+    spent_by: Mapped[str | None] = mapped_column(Text)
+    spent_height: Mapped[int | None] = mapped_column(BigInteger)
+    spent_hash: Mapped[str | None] = mapped_column(Text)

@@ -34,6 +34,7 @@ from drainwatch.model import (
     TimelineEntry,
     Transfer,
     TransferStatus,
+    Utxo,
 )
 from drainwatch.store.rows import (
     alert_from_row,
@@ -46,6 +47,7 @@ from drainwatch.store.rows import (
     timeline_entry_from_row,
     transfer_from_row,
     transfer_to_row,
+    utxo_from_row,
 )
 from drainwatch.store.schema import (
     AlertRow,
@@ -57,6 +59,7 @@ from drainwatch.store.schema import (
     TimelineEntryRow,
     TransferRow,
 )
+from drainwatch.store.utxo_set import UtxoSet
 
 #: Serialise the writers of transfers, and of control changes, on PostgreSQL so that positions
 #: never tie (SQLite writers are serialised by its write lock already). Any constants work; these
@@ -109,6 +112,7 @@ class SqlStore:
         # The connection of the batch the current thread has open, if any.
         self._batches = threading.local()
         self._statements: dict[str, tuple[Any, Any]] = {}
+        self._utxos = UtxoSet(postgres=self._postgres)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -188,14 +192,15 @@ class SqlStore:
         return [(BlockRef(r.height, r.hash), r.parent_hash) for r in rows]
 
     def orphan_block(self, chain: str, block: BlockRef) -> int:
-        """See the port: the block, its transfers and its control changes; returns how many
-        transfers and control changes changed."""
+        """See the port: the block, its transfers and its control changes, and what it created
+        and spent in the UTXO set; returns how many transfers and control changes changed."""
         with self._write("orphan_block") as conn:
             conn.execute(
                 update(BlockRow)
                 .where(BlockRow.chain == chain, BlockRow.hash == block.hash)
                 .values(orphaned=True)
             )
+            self._utxos.undo_block(conn, chain, block)
             return self._orphan_events(conn, chain, block)
 
     def orphan_transfers(self, chain: str, block: BlockRef) -> int:
@@ -360,6 +365,33 @@ class SqlStore:
         )
         with self._read("control_changes") as session:
             return [control_change_from_row(r) for r in session.scalars(query)]
+
+    # -- the watched UTXO set (Bitcoin) -------------------------------------------------------
+
+    def apply_utxo_block(
+        self,
+        chain: str,
+        block: BlockRef,
+        created: Iterable[Utxo],
+        spent: Iterable[tuple[str, int, str]],
+    ) -> None:
+        with self._write("apply_utxo_block") as conn:
+            self._utxos.apply_block(conn, chain, block, created, spent)
+
+    def rewind_utxos(self, chain: str, height: int) -> int:
+        with self._write("rewind_utxos") as conn:
+            return self._utxos.rewind(conn, chain, height)
+
+    def utxos(
+        self, chain: str, *, wallet: str | None = None, unspent_only: bool = False
+    ) -> list[Utxo]:
+        query = self._utxos.query(chain, wallet, unspent_only)
+        with self._read("utxos") as session:
+            return [utxo_from_row(r) for r in session.scalars(query)]
+
+    def utxo_balances(self, chain: str, height: int | None = None) -> dict[str, int]:
+        with self._read("utxo_balances") as session:
+            return self._utxos.balances(session, chain, height)
 
     # -- alerts --------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from drainwatch.model import (
     Transfer,
     TransferKind,
     TransferStatus,
+    Utxo,
 )
 from drainwatch.ports import Store
 from drainwatch.store import SqlStore, open_store
@@ -38,7 +39,9 @@ from tests.fixtures.postgres import PgServer, throwaway_cluster
 MAX = 2**256 - 1
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 JST = timezone(timedelta(hours=9))
-TABLES = "blocks, transfers, control_changes, checkpoints, alerts, timeline_entries, incidents"
+TABLES = (
+    "blocks, transfers, control_changes, checkpoints, alerts, timeline_entries, incidents, utxos"
+)
 
 StoreFactory = Callable[[], SqlStore]
 
@@ -946,6 +949,302 @@ def test_any_control_changes_round_trip_and_count_exactly(
 
 def _moved_change(known: ControlChange, other: ControlChange) -> ControlChange:
     return replace(known, status=other.status, block=other.block, block_time=other.block_time)
+
+
+# -- the watched UTXO set ------------------------------------------------------------------------
+
+B1, B2, B3 = BlockRef(1, "00b1"), BlockRef(2, "00b2"), BlockRef(3, "00b3")
+B2_OTHER = BlockRef(2, "00c2")  # the same height on another branch
+SUPPLY = 21_000_000 * 10**8  # satoshi
+#: A block as the watcher applies it: the block, the outputs it creates, the outpoints it spends.
+UtxoBlock = tuple[BlockRef, list[Utxo], list[tuple[str, int, str]]]
+
+
+def utxo(
+    txid: str,
+    vout: int = 0,
+    *,
+    block: BlockRef,
+    wallet: str = "hot",
+    amount: int = 1_000,
+    chain: str = "btc",
+) -> Utxo:
+    return Utxo(
+        chain=chain,
+        txid=txid,
+        vout=vout,
+        wallet=wallet,
+        address=f"bc1q{wallet}{vout}",
+        amount=amount,
+        block=block,
+    )
+
+
+def spent(u: Utxo, by: str, block: BlockRef) -> Utxo:
+    return replace(u, spent_by=by, spent_block=block)
+
+
+def _two_blocks(store: SqlStore) -> tuple[Utxo, Utxo, Utxo]:
+    """B1 pays hot 1000 and cold 5000; B2 pays hot 300 and spends B1's hot output."""
+    a, b = utxo("a1", block=B1), utxo("b1", 1, block=B1, wallet="cold", amount=5_000)
+    c = utxo("c2", block=B2, amount=300)
+    store.apply_utxo_block("btc", B1, [a, b], [])
+    store.apply_utxo_block("btc", B2, [c], [("a1", 0, "c2")])
+    return a, b, c
+
+
+def test_utxo_balances_are_exact_at_every_height(store: SqlStore) -> None:
+    a, b, c = _two_blocks(store)
+    assert store.utxo_balances("btc", 0) == {}
+    assert store.utxo_balances("btc", 1) == {"hot": 1_000, "cold": 5_000}
+    assert store.utxo_balances("btc", 2) == {"hot": 300, "cold": 5_000}
+    assert store.utxo_balances("btc", 99) == {"hot": 300, "cold": 5_000}
+    assert store.utxo_balances("btc") == {"hot": 300, "cold": 5_000}
+    assert store.utxo_balances("other") == {}
+    assert store.utxos("btc") == [spent(a, "c2", B2), b, c]
+
+
+def test_utxos_by_wallet_and_unspent_only(store: SqlStore) -> None:
+    a, b, c = _two_blocks(store)
+    assert store.utxos("btc", wallet="hot") == [spent(a, "c2", B2), c]
+    assert store.utxos("btc", unspent_only=True) == [b, c]
+    assert store.utxos("btc", wallet="hot", unspent_only=True) == [c]
+    assert store.utxos("btc", wallet="warm") == []
+    assert store.utxos("other") == []
+
+
+def test_utxos_are_ordered_by_height_then_outpoint(store: SqlStore) -> None:
+    late = [utxo("ff", 2, block=B3), utxo("00", 7, block=B3), utxo("00", 3, block=B3)]
+    store.apply_utxo_block("btc", B3, late, [])
+    store.apply_utxo_block("btc", B1, [utxo("zz", block=B1)], [])
+    assert [(u.block.height, u.outpoint) for u in store.utxos("btc")] == [
+        (1, "zz:0"),
+        (3, "00:3"),
+        (3, "00:7"),
+        (3, "ff:2"),
+    ]
+
+
+def test_applying_a_utxo_block_again_changes_nothing(store: SqlStore) -> None:
+    a, b, c = _two_blocks(store)
+    before = store.utxos("btc")
+    # Again, in order and out of it: B1 again must not undo the spend B2 made.
+    store.apply_utxo_block("btc", B2, [c], [("a1", 0, "c2")])
+    store.apply_utxo_block("btc", B1, [a, b], [])
+    store.apply_utxo_block("btc", B2, [c, c], [("a1", 0, "c2"), ("a1", 0, "c2")])
+    assert store.utxos("btc") == before
+    assert store.utxo_balances("btc", 1) == {"hot": 1_000, "cold": 5_000}
+
+
+def test_a_block_may_spend_what_it_creates(store: SqlStore) -> None:
+    first, second = utxo("t1", block=B1, amount=700), utxo("t2", block=B1, amount=650)
+    store.apply_utxo_block("btc", B1, [first, second], [("t1", 0, "t2")])
+    assert store.utxos("btc") == [spent(first, "t2", B1), second]
+    assert store.utxo_balances("btc", 1) == {"hot": 650}
+    assert store.utxo_balances("btc", 0) == {}
+
+
+def test_a_spend_of_an_unknown_outpoint_is_ignored(store: SqlStore) -> None:
+    a = utxo("a1", block=B1)
+    store.apply_utxo_block("btc", B1, [a], [])
+    unknown = [("nope", 0, "s"), ("a1", 1, "s")]  # another transaction; another output of a1
+    store.apply_utxo_block("btc", B2, [], unknown)
+    store.apply_utxo_block("btc-test", B2, [], [("a1", 0, "s")])  # the same outpoint elsewhere
+    assert store.utxos("btc") == [a]
+    assert store.utxo_balances("btc") == {"hot": 1_000}
+
+
+def test_an_output_of_another_block_or_chain_is_refused(store: SqlStore) -> None:
+    with pytest.raises(ValueError, match="a1:0"):
+        store.apply_utxo_block("btc", B1, [utxo("a1", block=B2)], [])
+    with pytest.raises(ValueError, match="a1:0"):
+        store.apply_utxo_block("btc", B1, [utxo("a1", block=B1, chain="btc-test")], [])
+    assert store.utxos("btc") == []
+
+
+def test_rewind_utxos_undoes_every_block_above_the_height(store: SqlStore) -> None:
+    a, b, _ = _two_blocks(store)
+    d = utxo("d3", block=B3, wallet="warm", amount=40)
+    # B3 spends the cold output and the one B2 made (created and spent above 1: counted once).
+    store.apply_utxo_block("btc", B3, [d], [("b1", 1, "d3"), ("c2", 0, "d3")])
+    store.apply_utxo_block("btc-test", B3, [utxo("x", block=B3, chain="btc-test")], [])
+    assert store.rewind_utxos("btc", 3) == 0
+    assert store.rewind_utxos("btc", 1) == 4  # c and d removed, a and b unspent
+    assert store.rewind_utxos("btc", 1) == 0
+    assert store.utxos("btc") == [a, b]
+    assert store.utxo_balances("btc") == {"hot": 1_000, "cold": 5_000}
+    assert store.utxos("btc-test") == [utxo("x", block=B3, chain="btc-test")]
+    assert store.rewind_utxos("btc", -1) == 2
+    assert store.utxos("btc") == []
+
+
+def test_orphan_block_undoes_that_block_in_the_utxo_set_only(store: SqlStore) -> None:
+    a, b, c = _two_blocks(store)
+    store.record_block("btc", B2, B1.hash, T0)
+    store.apply_utxo_block("btc-test", B2, [utxo("c2", block=B2, chain="btc-test")], [])
+    # Another block at the same height: nothing of B2's is touched.
+    assert store.orphan_block("btc", B2_OTHER) == 0
+    assert store.utxos("btc") == [spent(a, "c2", B2), b, c]
+    # Its return value still counts transfers and control changes only.
+    assert store.orphan_block("btc", B2) == 0
+    assert store.utxos("btc") == [a, b]
+    assert store.utxo_balances("btc") == {"hot": 1_000, "cold": 5_000}
+    assert store.recent_blocks("btc", 5) == []
+    assert store.utxos("btc-test") == [utxo("c2", block=B2, chain="btc-test")]
+    assert store.orphan_block("btc", B2) == 0
+    assert store.utxos("btc") == [a, b]
+
+
+def test_orphan_block_keeps_counting_transfers(store: SqlStore) -> None:
+    a = utxo("a1", block=B1)
+    store.apply_utxo_block("btc", B1, [a], [])
+    store.upsert_transfers([transfer("a1", index="out:0", block=B1, chain="btc")])
+    assert store.orphan_block("btc", B1) == 1
+    assert store.utxos("btc") == []
+
+
+def test_a_remined_output_moves_to_its_new_block(store: SqlStore) -> None:
+    a, b, c = _two_blocks(store)
+    store.orphan_block("btc", B2)
+    moved = replace(c, block=B2_OTHER)
+    store.apply_utxo_block("btc", B2_OTHER, [moved], [("a1", 0, "c2")])
+    assert store.utxos("btc") == [spent(a, "c2", B2_OTHER), b, moved]
+    # Also without the orphaning first: the row follows the block it was applied in last, and
+    # a spend made on the replaced branch goes with that branch.
+    store.apply_utxo_block("btc", B3, [], [("c2", 0, "s3")])
+    again = replace(c, block=BlockRef(3, "00c3"))
+    store.apply_utxo_block("btc", again.block, [again], [])
+    assert store.utxos("btc", wallet="hot") == [spent(a, "c2", B2_OTHER), again]
+    assert store.utxo_balances("btc", 2) == {"cold": 5_000}
+    assert store.utxo_balances("btc", 3) == {"hot": 300, "cold": 5_000}
+
+
+def test_a_respend_in_another_block_moves_the_spend(store: SqlStore) -> None:
+    a = utxo("a1", block=B1)
+    store.apply_utxo_block("btc", B1, [a], [])
+    store.apply_utxo_block("btc", B2, [], [("a1", 0, "s2")])
+    store.apply_utxo_block("btc", B2_OTHER, [], [("a1", 0, "t2")])  # a double spend won
+    assert store.utxos("btc") == [spent(a, "t2", B2_OTHER)]
+    assert store.orphan_block("btc", B2) == 0  # the losing block: nothing of it is left
+    assert store.utxos("btc") == [spent(a, "t2", B2_OTHER)]
+
+
+def test_utxo_amounts_and_balances_are_exact(store: SqlStore) -> None:
+    # The whole supply in outputs of odd sizes, and outputs whose sum is far beyond 2**256.
+    pieces = [SUPPLY // 7 + 1] * 6
+    pieces.append(SUPPLY - sum(pieces))
+    supply = [utxo("s", i, block=B1, wallet="cold", amount=p) for i, p in enumerate(pieces)]
+    huge = [utxo("h", i, block=B1, wallet="odd", amount=MAX - i) for i in range(3)]
+    store.apply_utxo_block("btc", B1, [*supply, *huge], [])
+    zero = utxo("z", block=B2, wallet="dust", amount=0)
+    store.apply_utxo_block("btc", B2, [zero], [("h", 0, "z")])
+    assert {u.amount for u in store.utxos("btc", wallet="odd")} == {MAX, MAX - 1, MAX - 2}
+    assert store.utxo_balances("btc", 1) == {"cold": SUPPLY, "odd": 3 * MAX - 3}
+    # A wallet holding nothing (here: only a zero output) is absent.
+    assert store.utxo_balances("btc") == {"cold": SUPPLY, "odd": 2 * MAX - 3}
+
+
+def test_a_utxo_amount_outside_uint256_is_refused(store: SqlStore) -> None:
+    with pytest.raises(StoreError, match="amount"):
+        store.apply_utxo_block("btc", B1, [utxo("a1", block=B1, amount=-1)], [])
+    assert store.utxos("btc") == []
+
+
+def test_a_large_utxo_block_in_one_call(store: SqlStore) -> None:
+    outputs = [utxo(f"{i:064x}", i % 3, block=B1, wallet=f"w{i % 4}") for i in range(3000)]
+    store.apply_utxo_block("btc", B1, outputs, [])
+    spends = [(u.txid, u.vout, "ff" * 32) for u in outputs[::2]]
+    store.apply_utxo_block("btc", B2, [], spends)
+    store.apply_utxo_block("btc", B2, [], spends)
+    assert len(store.utxos("btc")) == 3000
+    assert len(store.utxos("btc", unspent_only=True)) == 1500
+    assert store.utxo_balances("btc", 1) == {f"w{w}": 750_000 for w in range(4)}
+    assert sum(store.utxo_balances("btc").values()) == 1_500_000
+    assert store.rewind_utxos("btc", 1) == 1500
+
+
+def test_a_utxo_block_in_a_batch_that_raises_leaves_nothing(store: SqlStore) -> None:
+    a, b, c = _two_blocks(store)
+    with pytest.raises(Crash), store.batch():
+        store.apply_utxo_block("btc", B3, [utxo("d3", block=B3)], [("b1", 1, "d3")])
+        assert store.utxo_balances("btc") == {"hot": 1_300}  # the batch reads its own writes
+        assert store.orphan_block("btc", B2) == 0
+        assert store.rewind_utxos("btc", 0) == 3
+        assert store.utxos("btc") == []
+        raise Crash("a sink failed")
+    assert store.utxos("btc") == [spent(a, "c2", B2), b, c]
+    with store.batch(), store.batch():
+        store.apply_utxo_block("btc", B3, [utxo("d3", block=B3)], [("b1", 1, "d3")])
+    assert store.utxo_balances("btc") == {"hot": 1_300}
+
+
+@st.composite
+def _utxo_chains(draw: st.DrawFn) -> list[UtxoBlock]:
+    """Blocks 1..n, each paying some wallets and spending some outputs still unspent (its own
+    included), as a watcher would apply them."""
+    blocks: list[UtxoBlock] = []
+    unspent: list[tuple[str, int]] = []
+    for height in range(1, draw(st.integers(1, 6)) + 1):
+        block = BlockRef(height, f"{height:064x}")
+        created = [
+            utxo(f"t{height}.{i}", draw(st.integers(0, 3)), block=block, wallet=wallet, amount=amt)
+            for i, (wallet, amt) in enumerate(
+                draw(
+                    st.lists(
+                        st.tuples(st.sampled_from(["hot", "warm", "cold"]), st.integers(0, MAX)),
+                        max_size=5,
+                    )
+                )
+            )
+        ]
+        unspent += [(u.txid, u.vout) for u in created]
+        gone = draw(st.lists(st.sampled_from(unspent), unique=True)) if unspent else []
+        unspent = [o for o in unspent if o not in gone]
+        blocks.append((block, created, [(t, v, f"s{height}") for t, v in gone]))
+    return blocks
+
+
+def _balances_at(blocks: list[UtxoBlock], height: int) -> dict[str, int]:
+    """The pure recomputation: replay the blocks up to ``height``."""
+    held: dict[tuple[str, int], Utxo] = {}
+    for block, created, spends in blocks:
+        if block.height > height:
+            break
+        held |= {(u.txid, u.vout): u for u in created}
+        for txid, vout, _ in spends:
+            held.pop((txid, vout))
+    totals: dict[str, int] = {}
+    for u in held.values():
+        totals[u.wallet] = totals.get(u.wallet, 0) + u.amount
+    return {w: t for w, t in totals.items() if t}
+
+
+@_property
+@given(blocks=_utxo_chains(), data=st.data())
+def test_utxo_balances_equal_a_replay_at_every_height(
+    new_store: StoreFactory,
+    blocks: list[UtxoBlock],
+    data: st.DataObject,
+) -> None:
+    store = new_store()
+    for block, created, spends in blocks:
+        store.apply_utxo_block("btc", block, created, spends)
+    top = len(blocks)
+    for height in range(top + 2):
+        assert store.utxo_balances("btc", height) == _balances_at(blocks, height)
+    assert store.utxo_balances("btc") == _balances_at(blocks, top)
+    # A reorg: back to some height, then the orphaning of the block at it.
+    back = data.draw(st.integers(0, top))
+    store.rewind_utxos("btc", back)
+    assert store.utxo_balances("btc") == _balances_at(blocks, back)
+    if back:
+        store.orphan_block("btc", blocks[back - 1][0])
+        assert store.utxo_balances("btc") == _balances_at(blocks, back - 1)
+    # Re-applied, the blocks give the same set as the first time.
+    for block, created, spends in blocks:
+        store.apply_utxo_block("btc", block, created, spends)
+    for height in range(top + 1):
+        assert store.utxo_balances("btc", height) == _balances_at(blocks, height)
 
 
 # -- adapters, URLs and errors -------------------------------------------------------------------

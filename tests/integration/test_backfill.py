@@ -184,7 +184,6 @@ def test_bad_arguments_exit_2_naming_the_argument(
         (["--chain", "dev"], "--from"),
         (["--from", "1"], "--chain"),
         (["--chain", "mars", "--from", "1"], "mars"),
-        (["--chain", "btc", "--from", "1"], "btc"),
         (["--chain", "dev", "--from", "1", "--workers", "0"], "--workers"),
         (["--chain", "dev", "--from", "1", "--workers", "33"], "--workers"),
         (["--chain", "dev", "--from", above], "--from"),

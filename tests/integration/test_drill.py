@@ -1,8 +1,9 @@
 """`drainwatch drill`: the first path through the whole system, kept green by every issue.
 
-The drill starts its own anvil; these tests run it as a user does (through the CLI) and read what
-it printed: every scene's alert in both languages, the retraction after the reorg, the summary,
-the exit codes, and that no anvil is left behind.
+The drill starts its own anvil and bcoin; these tests run it as a user does (through the CLI) and
+read what it printed: every scene's alert in both languages (EVM and Bitcoin), the retraction
+after the reorg, the summary, the exit codes, that bcoin's API key is written nowhere, and that
+no node is left behind.
 """
 
 from __future__ import annotations
@@ -16,10 +17,30 @@ from pathlib import Path
 import pytest
 
 import drainwatch.devnode
+import drainwatch.devnode_bitcoin
 import drainwatch.drill
 from drainwatch.cli import main
+from drainwatch.devnode_bitcoin import BcoinNode
+from drainwatch.drill_bitcoin import AUTH_ENV
 
 TX = r"0x[0-9a-f]{64}"
+BTC_TX = r"[0-9a-f]{64}"
+BTC_CHECKS = [
+    "Bitcoin: failover from the dead endpoint to bcoin",
+    "Bitcoin normal life (deposits past the gap limit, change, sweep): no alert",
+    "(f) Bitcoin cold drain alerted from the mempool before its block",
+    "(f) Bitcoin drain confirmed; the change back to btc-cold recognised as its own",
+    "(g) Bitcoin reorg: the withdrawal orphaned, its coins unspent again",
+    "Bitcoin balances per wallet exact after every block",
+]
+BTC_CHECKS_JA = [
+    "Bitcoin: 停止中のエンドポイントから bcoin への切替",
+    "Bitcoin 平常業務（ギャップ上限を越える入金、おつり、移管）: アラートなし",
+    "(f) Bitcoin コールドからの流出をブロック前にメモリプールで検知",
+    "(f) Bitcoin の流出を確定、btc-cold へのおつりは自社分として認識",
+    "(g) Bitcoin の再編成: 出金を孤立扱いにし、コインを未使用に戻す",
+    "Bitcoin の各ウォレット残高がすべてのブロックで一致",
+]
 
 
 def alert_blocks(out: str) -> list[str]:
@@ -43,8 +64,14 @@ def anvil_url(out: str) -> str:
     return field(out, r"(?:Started anvil at |anvil を起動しました: )(http://\S+)")
 
 
-def assert_anvil_stopped(url: str) -> None:
-    host, port = url.removeprefix("http://").split(":")
+def bcoin_url(out: str) -> str:
+    return field(
+        out, r"(?:Started bcoin \(regtest\) at |bcoin（regtest）を起動しました: )(http://\S+)"
+    )
+
+
+def assert_stopped(url: str, name: str) -> None:
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
     with pytest.raises(ConnectionRefusedError), socket.create_connection((host, int(port)), 1):
         pass
     children = []
@@ -53,15 +80,34 @@ def assert_anvil_stopped(url: str) -> None:
             text = stat.read_text()
         except OSError:
             continue  # gone meanwhile
-        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :]
-        if name == "anvil" and int(rest.split()[1]) == os.getpid():
+        comm, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :]
+        if comm == name and int(rest.split()[1]) == os.getpid():
             children.append(stat.parent.name)
-    assert children == [], f"anvil processes left running: {children}"
+    assert children == [], f"{name} processes left running: {children}"
+
+
+def assert_nodes_stopped(out: str) -> None:
+    assert_stopped(anvil_url(out), "anvil")
+    assert_stopped(bcoin_url(out), "bcoin")
+
+
+@pytest.fixture
+def bcoin_keys(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The API key of every bcoin node the drill starts (a secret: it must show nowhere)."""
+    keys: list[str] = []
+
+    class Recorded(BcoinNode):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            keys.append(self.auth[1])
+
+    monkeypatch.setattr(drainwatch.drill, "BcoinNode", Recorded)
+    return keys
 
 
 @pytest.mark.parametrize("lang", ["ja", "en"])
-def test_drill_shows_every_scene_of_the_evm_watcher(
-    tmp_path: Path, lang: str, capsys: pytest.CaptureFixture[str]
+def test_drill_shows_every_scene_of_the_evm_and_bitcoin_watchers(
+    tmp_path: Path, lang: str, capsys: pytest.CaptureFixture[str], bcoin_keys: list[str]
 ) -> None:
     assert main(["drill", "--out", str(tmp_path), "--lang", lang]) == 0
     out = capsys.readouterr().out
@@ -118,26 +164,80 @@ def test_drill_shows_every_scene_of_the_evm_watcher(
     assert "block -" in late[0] and "状態 未承認（メモリプール）" in late[0]
     assert len({field(b, r"alert (A-[0-9a-f]+)") for b in late}) == 1
 
+    # Bitcoin: the dead endpoint fails over to bcoin; normal life (deposits past the gap
+    # limit, withdrawals with change, a sweep to cold) is quiet.
+    btc = bcoin_url(out)
+    port = btc.rstrip("/").rsplit(":", 1)[1]
+    assert "（bcoin regtest）に切り替わりました（切替 1 回）" in out or not ja
+    assert f"failed over to the second, http://127.0.0.1:{port} (bcoin regtest)" in out or ja
+    quiet = "アラート: 0 件" if ja else "Alerts: 0"
+    assert quiet in out[out.index("btc-cold") : out.index("(f)")]
+
+    # (f) the multisig cold wallet drained: critical, first from the mempool, then confirmed,
+    # the same alert; its change back to btc-cold is its own (a warning).
+    drain = only(blocks, "[CRITICAL] Outflow from cold wallet: btc-cold", "amount 19 BTC")
+    assert [field(b, r"  state (.+?)  rule") for b in drain] == ["pending (mempool)", "confirmed"]
+    assert "on bitcoin-drill" in drain[0] and "block -" in drain[0]
+    assert "【重大】コールドウォレットからの送金: btc-cold（コールド, multisig 2-of-3）" in drain[0]
+    assert re.search(r"block \d+ \([0-9a-f]{64}\)", drain[1])
+    assert len({field(b, r"alert (A-[0-9a-f]+)") for b in drain}) == 1
+    btc_drain_tx = field(drain[0], rf"  tx ({BTC_TX})")
+    said = "はまだどのブロックにも入っていません" if ja else "is in no block yet"
+    assert f"{btc_drain_tx} {said}" in out or f"{btc_drain_tx}{said}" in out
+    change = only(blocks, "[WARNING] Outflow from cold wallet: btc-cold", "(own wallet btc-cold)")
+    assert [field(b, r"  state (.+?)  rule") for b in change] == ["pending (mempool)", "confirmed"]
+    assert {field(b, rf"  tx ({BTC_TX})") for b in change} == {btc_drain_tx}
+
+    # (g) the reorg un-mines a hot-wallet withdrawal: no alert (hot outflows are not alerted
+    # yet), its transfers orphaned and the balance back.
+    reorg = "の残高は出金前の" if ja else "btc-hot's balance is back to"
+    assert reorg in out
+
     # Nothing else was raised: normal life is quiet.
-    assert len(blocks) == 2 + 1 + 1 + 3 + 2
+    assert len(blocks) == 2 + 1 + 1 + 3 + 2 + 4
     summary = out[out.index("== 訓練の結果 ==" if ja else "== Drill summary ==") :]
-    assert summary.count("[OK]") == 7 and "[MISSED]" not in summary and "未確認" not in summary
+    assert summary.count("[OK]") == 7 + 6 and "[MISSED]" not in summary and "未確認" not in summary
+    for check in BTC_CHECKS_JA if ja else BTC_CHECKS:
+        assert f"  [OK] {check}\n" in summary
+    drained = (
+        f"Bitcoin の流出額 (f): 19.00000000 BTC（取引 {btc_drain_tx}）"
+        if ja
+        else f"Bitcoin drained (f): 19.00000000 BTC (tx {btc_drain_tx})"
+    )
+    assert drained in summary
+    table = r"^  (btc-hot|btc-cold) +(\d+\.\d{8}) BTC +(\d+\.\d{8}) BTC$"
+    rows = re.findall(table, summary, re.MULTILINE)
+    assert [r[0] for r in rows] == ["btc-hot", "btc-cold"]
+    assert all(stored == books for _, stored, books in rows)
+    assert dict((w, s) for w, s, _ in rows)["btc-cold"] == "0.99998000"  # 20 - 19 - fee
     verdict = (
         "成功: すべての項目を確認しました" if ja else "OK: every scenario was detected as expected"
     )
     assert verdict in summary
     assert ("検知の処理時間: " if ja else "Detection processing time: ") in summary
-    assert ("anvil を停止しました" if ja else "Stopped anvil") in out
-    assert_anvil_stopped(url)
+    assert ("anvil と bcoin を停止しました" if ja else "Stopped anvil and bcoin") in out
+    assert_stopped(url, "anvil")
+    assert_stopped(btc, "bcoin")
+
+    # bcoin's API key reached the watcher through the environment only: it is in neither the
+    # config, nor the output, nor the store, and the variable is gone after the drill.
+    config_text = (tmp_path / "drainwatch.yaml").read_text()
+    assert f"auth_env: {AUTH_ENV}" in config_text
+    (key,) = bcoin_keys
+    assert key not in config_text and key not in out
+    assert key.encode() not in (tmp_path / "drainwatch.db").read_bytes()
+    assert AUTH_ENV not in os.environ
 
     # The generated config is a normal config, and the store holds what was reported.
     config = str(tmp_path / "drainwatch.yaml")
     assert main(["check-config", config]) == 0
-    capsys.readouterr()
+    checked = capsys.readouterr().out
+    assert "chain / チェーン bitcoin-drill: bitcoin regtest, 2 RPC endpoint(s)" in checked
+    assert key not in checked
     assert main(["alerts", config, "--json"]) == 0
     stored = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    assert len(stored) == 6
-    assert drain_tx in {a["tx_hash"] for a in stored}
+    assert len(stored) == 8
+    assert {drain_tx, btc_drain_tx} <= {a["tx_hash"] for a in stored}
 
 
 def test_a_second_drill_starts_from_an_empty_store(
@@ -148,7 +248,7 @@ def test_a_second_drill_starts_from_an_empty_store(
     assert main(["drill", "--out", str(tmp_path), "--seed", "7"]) == 0
     second = capsys.readouterr().out
     assert main(["alerts", str(tmp_path / "drainwatch.yaml"), "--json"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 6
+    assert len(capsys.readouterr().out.strip().splitlines()) == 8
     # Seeded and with fixed block times: the same drill makes the same transactions.
     assert re.findall(TX, first) == re.findall(TX, second)
 
@@ -169,7 +269,7 @@ def test_a_scene_not_detected_fails_the_drill_naming_it(
     assert "  [MISSED] (c) control change: token approval to the attacker" in out
     assert "FAILED: not shown as expected: (c) control change" in out
     assert out.count("[MISSED]") == 1
-    assert_anvil_stopped(anvil_url(out))
+    assert_nodes_stopped(out)
 
 
 def test_without_anvil_the_drill_says_how_to_get_it(
@@ -180,4 +280,16 @@ def test_without_anvil_the_drill_says_how_to_get_it(
     assert main(["drill", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "anvil (npm @foundry-rs/anvil) is not installed" in err and "`make drill`" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_bcoin_the_drill_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(drainwatch.devnode_bitcoin, "BCOIN_BIN", "node_modules/.bin/no-bcoin")
+    monkeypatch.chdir(tmp_path)
+    assert main(["drill", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "bcoin (npm bcoin 1.0.2) is not installed" in err and "`make setup`" in err
+    assert "Traceback" not in err
     assert not (tmp_path / "out").exists()

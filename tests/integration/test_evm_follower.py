@@ -21,13 +21,8 @@ from drainwatch.ports import JsonRpc, Message, Store
 from drainwatch.processor import Processor
 from drainwatch.store import open_store
 from tests.fixtures.evm_nodes import AnvilNode, EvmNode
-from watchers.evm.follower import (
-    STALL_LIMIT,
-    EvmFollower,
-    NodeInconsistent,
-    ReorgTooDeep,
-    chain_id_check,
-)
+from watchers.evm.follower import EvmFollower, NodeInconsistent, ReorgTooDeep, chain_id_check
+from watchers.follow import STALL_LIMIT
 from watchers.jsonrpc import HttpJsonRpc
 from watchers.rpc_stack import FailoverRpc
 

@@ -14,9 +14,9 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, String, Text, create_engine, inspect
+from sqlalchemy import Engine, String, Text, create_engine, inspect, text
 
-from drainwatch.model import BlockRef
+from drainwatch.model import BlockRef, Utxo
 from drainwatch.store import MIGRATIONS, alembic_config, migrate, open_store
 from drainwatch.store.schema import Base
 from tests.fixtures.postgres import PgServer
@@ -29,6 +29,7 @@ TABLES = {
     "alerts",
     "incidents",
     "timeline_entries",
+    "utxos",
 }
 
 
@@ -54,7 +55,7 @@ def _revision(engine: Engine) -> str | None:
 
 def test_one_head_and_no_alembic_ini_needed() -> None:
     scripts = ScriptDirectory.from_config(alembic_config())
-    assert scripts.get_heads() == ["0001"]
+    assert scripts.get_heads() == ["0002"]
     assert not list(MIGRATIONS.glob("*.ini"))
 
 
@@ -106,14 +107,63 @@ def test_control_changes_are_keyed_and_indexed(empty_database: str) -> None:
     }
 
 
+def test_utxos_are_keyed_and_indexed(empty_database: str) -> None:
+    open_store(empty_database).close()
+    engine = _engine(empty_database)
+    inspector = inspect(engine)
+    key = inspector.get_pk_constraint("utxos")["constrained_columns"]
+    indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("utxos")}
+    engine.dispose()
+    assert key == ["chain", "txid", "vout"]
+    assert indexes == {
+        "ix_utxos_spent": ["chain", "spent_height"],
+        "ix_utxos_block": ["chain", "block_height"],
+        "ix_utxos_wallet": ["chain", "wallet"],
+    }
+
+
+def test_upgrading_a_0001_store_keeps_its_data(empty_database: str) -> None:
+    """A store written by the previous release gains the UTXO set and loses nothing."""
+    engine = _engine(empty_database)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0001")
+    assert _revision(engine) == "0001"
+    assert "utxos" not in inspect(engine).get_table_names()
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO checkpoints (chain, height, hash) VALUES ('btc', 7, '00b7')")
+        )
+    engine.dispose()
+    store = open_store(empty_database)
+    assert store.get_checkpoint("btc") == BlockRef(7, "00b7")
+    block = BlockRef(8, "00b8")
+    paid = Utxo("btc", "aa", 0, "hot", "bc1qhot", 2**70, block)
+    store.apply_utxo_block("btc", block, [paid], [])
+    assert store.utxo_balances("btc") == {"hot": 2**70}
+    store.close()
+    engine = _engine(empty_database)
+    assert _revision(engine) == "0002"
+    engine.dispose()
+
+
+def test_downgrade_to_0001_removes_only_the_utxos(empty_database: str) -> None:
+    open_store(empty_database).close()
+    engine = _engine(empty_database)
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0001")
+    assert set(inspect(engine).get_table_names()) == (TABLES - {"utxos"}) | {"alembic_version"}
+    assert _revision(engine) == "0001"
+    engine.dispose()
+
+
 def test_reopening_a_migrated_database_is_a_no_op(empty_database: str) -> None:
     store = open_store(empty_database)
     store.set_checkpoint("eth", BlockRef(3, "0xb3"))
     store.close()
     engine = _engine(empty_database)
-    assert _revision(engine) == "0001"
+    assert _revision(engine) == "0002"
     migrate(engine)  # again: nothing to do, nothing lost
-    assert _revision(engine) == "0001"
+    assert _revision(engine) == "0002"
     engine.dispose()
     reopened = open_store(empty_database)
     assert reopened.get_checkpoint("eth") == BlockRef(3, "0xb3")

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 from drainwatch import codec
 from drainwatch.errors import CodecError
-from drainwatch.events import BlockConnected, BlockDisconnected, ControlChangeSeen, TransferSeen
+from drainwatch.events import (
+    BlockConnected,
+    BlockDisconnected,
+    ControlChangeSeen,
+    TransferSeen,
+    UtxoSpendSeen,
+)
 from drainwatch.model import (
     Alert,
     Asset,
@@ -22,8 +28,12 @@ from drainwatch.model import (
     Custody,
     Incident,
     Limit,
+    SpendOutput,
+    SpentInput,
     TimelineEntry,
     Transfer,
+    Utxo,
+    UtxoSpend,
     Wallet,
 )
 
@@ -62,6 +72,18 @@ STRATEGIES = {
         block=st.none() | blocks,
         subject=st.tuples(text, hex32, text),
     ),
+    Utxo: st.builds(
+        Utxo, amount=UINT256, block=blocks, spent_block=st.none() | blocks, vout=st.integers(0)
+    ),
+    SpentInput: st.builds(SpentInput, amount=st.none() | UINT256),
+    SpendOutput: st.builds(SpendOutput, amount=UINT256),
+    UtxoSpend: st.builds(
+        UtxoSpend,
+        inputs=st.lists(st.builds(SpentInput, amount=st.none() | UINT256), max_size=3).map(tuple),
+        outputs=st.lists(st.builds(SpendOutput, amount=UINT256), max_size=3).map(tuple),
+        block=st.none() | blocks,
+        block_time=st.none() | times,
+    ),
     Incident: st.builds(Incident, opened_at=times, closed_at=st.none() | times),
     TimelineEntry: st.builds(TimelineEntry, at=times),
 }
@@ -92,6 +114,7 @@ def test_strategies_cover_every_model_dataclass() -> None:
         st.builds(BlockDisconnected, block=blocks),
         st.builds(TransferSeen, transfer=STRATEGIES[Transfer]),
         st.builds(ControlChangeSeen, change=STRATEGIES[ControlChange]),
+        st.builds(UtxoSpendSeen, spend=STRATEGIES[UtxoSpend]),
     )
 )
 def test_events_round_trip(
@@ -181,6 +204,9 @@ def test_model_amount_fields_are_marked() -> None:
         ("Transfer", "amount"),
         ("Alert", "amount"),
         ("ControlChange", "value"),
+        ("Utxo", "amount"),
+        ("SpentInput", "amount"),
+        ("SpendOutput", "amount"),
     }
 
 

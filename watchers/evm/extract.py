@@ -61,6 +61,7 @@ from watchers.evm.traces import (
     internal_transfers_from_call_tracer,
     value_transfers_from_trace_block,
 )
+from watchers.follow import NodeInconsistent
 from watchers.jsonrpc import Call, call_many
 
 log = logging.getLogger(__name__)
@@ -166,10 +167,6 @@ class TraceDialect(StrEnum):
 class BlockFacts:
     transfers: list[Transfer]
     changes: list[ControlChange]
-
-
-class NodeInconsistent(RetriableRpcError):
-    """The node's answers contradict each other or what it said before: ask again later."""
 
 
 #: How often a node's missing capabilities (trace_block, eth_getBlockReceipts) are asked about

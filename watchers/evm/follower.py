@@ -1,13 +1,8 @@
-"""Follows one EVM chain's head at its confirmation depth and publishes what watched wallets do.
+"""Follows one EVM chain's head: the chain-specific half of ``watchers.follow.Follower``.
 
-For each block, in height order: fetch it, check that its parent is the block processed before
-(else rewind: a reorg), extract what touches a watched address (native, internal and token
-transfers: ``extract``), record the block, publish the events, flush the bus (and, on a bus
-that keeps nothing, let the processor handle them), and only then move the checkpoint. A crash
-anywhere re-publishes at most the block in hand (consumers are idempotent); no block is skipped,
-because the next height is always checkpoint + 1. A node that contradicts itself (backends
-behind a load balancer that disagree) is a ``NodeInconsistent`` error, retried later: never a
-reason to retract.
+A block is read by ``BlockExtractor`` (header, transactions, receipts or traces, logs by block
+hash); what it means for the watched wallets are native, internal and token transfers and
+control changes. Pending transactions come from ``MempoolWatch``.
 """
 
 from __future__ import annotations
@@ -15,33 +10,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from drainwatch import codec
 from drainwatch.errors import ConfigError, DrainwatchError, RetriableRpcError
-from drainwatch.events import (
-    BlockConnected,
-    BlockDisconnected,
-    ControlChangeSeen,
-    Event,
-    TransferSeen,
-)
+from drainwatch.events import ControlChangeSeen, Event, TransferSeen
 from drainwatch.model import BlockRef, Chain
 from drainwatch.ports import EventBus, JsonRpc, Store
-from watchers.evm.extract import BlockExtractor, NodeInconsistent
-
-__all__ = ["EvmFollower", "NodeInconsistent", "ReorgTooDeep", "chain_id_check"]
+from watchers.evm.extract import BlockExtractor
 from watchers.evm.mapping import EvmBlock, parse_block_ref, parse_quantity
 from watchers.evm.mempool import MempoolWatch
+from watchers.follow import Follower, NodeInconsistent, ReorgTooDeep
+
+__all__ = ["EvmFollower", "NodeInconsistent", "ReorgTooDeep", "chain_id_check"]
 
 log = logging.getLogger(__name__)
-
-
-#: How many times in a row one block may be held back for a missing receipt before it is an
-#: error that the operator is told about.
-STALL_LIMIT = 5
-
-
-class ReorgTooDeep(DrainwatchError):
-    pass
 
 
 def chain_id_check(chain_name: str, expected: int) -> Callable[[JsonRpc], None]:
@@ -59,7 +39,12 @@ def chain_id_check(chain_name: str, expected: int) -> Callable[[JsonRpc], None]:
     return verify
 
 
-class EvmFollower:
+class EvmFollower(Follower[EvmBlock]):
+    stall_reason = (
+        "a receipt is still unavailable (is the node pruning or still building its "
+        "transaction index?)"
+    )
+
     def __init__(
         self,
         chain: Chain,
@@ -76,118 +61,26 @@ class EvmFollower:
         prepare: Callable[[], None] | None = None,
         safes: Iterable[str] = (),
     ) -> None:
-        self.chain = chain
+        super().__init__(
+            chain,
+            store,
+            bus,
+            topic,
+            start_height=start_height,
+            max_reorg_depth=max_reorg_depth,
+            after_publish=after_publish,
+            prepare=prepare,
+        )
         self._rpc = rpc
-        self._store = store
-        self._bus = bus
-        self._topic = topic
-        self._watched = frozenset(a.lower() for a in watched)
-        self._start_height = start_height
-        self._max_reorg_depth = max_reorg_depth
-        self._after_publish = after_publish
-        self._extractor = BlockExtractor(chain.name, rpc, self._watched, safes=safes, notice=notice)
-        self._mempool = MempoolWatch(chain.name, rpc, self._watched, notice=notice)
-        self._prepare = prepare  # start-up checks (endpoints' chain ids), run by the first step
-        self._stalled: tuple[int, int] = (-1, 0)  # (height, consecutive not-ready attempts)
-        self._unpublished_steps = 0
-        self.reorgs = 0
+        watched_set = frozenset(a.lower() for a in watched)
+        self._extractor = BlockExtractor(chain.name, rpc, watched_set, safes=safes, notice=notice)
+        self._mempool = MempoolWatch(chain.name, rpc, watched_set, notice=notice)
 
     def node_head(self) -> int:
         head = self._rpc.call("eth_blockNumber", [])
         return parse_quantity(head, self._rpc.endpoint, "eth_blockNumber")
 
-    def confirmed_height(self, head: int) -> int:
-        """The highest block with ``confirmations`` blocks counting itself (bitcoind's count;
-        0 and 1 both mean the head)."""
-        return head - max(self.chain.confirmations - 1, 0)
-
-    def step(self, until: int | None = None) -> int:
-        """Process every block up to the confirmed head (or ``until``); return how many."""
-        if self._prepare is not None:
-            self._prepare()
-            self._prepare = None
-        target = self.confirmed_height(self.node_head())
-        if until is not None:
-            target = min(target, until)
-        self._reconcile(self._store.get_checkpoint(self.chain.name))
-        self._unpublished_steps = 0
-        processed = 0
-        while True:
-            tip = self._store.get_checkpoint(self.chain.name)
-            height = self._next_height(tip, target)
-            if height > target:
-                self._poll_mempool()
-                return processed
-            block = self._extractor.fetch(height)
-            if block is None:  # the node (or the backend that answered) has not got it yet
-                return processed
-            if tip is not None and block.parent_hash != tip.hash:
-                self._rewind(tip)
-                continue
-            if not self._process(block):
-                return processed
-            processed += 1
-
-    def _poll_mempool(self) -> None:
-        """Pending outflows, after the blocks: the mempool is an early warning, so a node that
-        cannot answer about it (or a backup without it) never holds the blocks back."""
-        try:
-            pending = self._mempool.poll()
-        except DrainwatchError as exc:
-            log.warning("%s: mempool not read this round: %s", self.chain.name, exc)
-            if not isinstance(exc, RetriableRpcError):
-                self._mempool.source = None  # another endpoint may answer otherwise: probe again
-            return
-        if pending:
-            self._publish(pending)
-
-    def _next_height(self, tip: BlockRef | None, target: int) -> int:
-        if tip is not None:
-            return tip.height + 1
-        if self._start_height is not None:
-            return self._start_height
-        return max(target, 0)  # a new deployment starts at the confirmed head, not at genesis
-
-    def _process(self, block: EvmBlock) -> bool:
-        """Publish one block's events; False when the node cannot give all of them yet."""
-        facts = self._extractor.extract(block)
-        if facts is None:  # a receipt is missing or from another block: the block later
-            self._stall(block.ref.height)
-            return False
-        self._stalled = (-1, 0)
-        events: list[Event] = [TransferSeen(t) for t in facts.transfers]
-        events += [ControlChangeSeen(c) for c in facts.changes]
-        # The block's own event comes last: a consumer that has handled it has the whole block.
-        events.append(BlockConnected(self.chain.name, block.ref, block.parent_hash, block.time))
-        # Recorded before publishing: if the process dies after publishing and the block is
-        # then replaced, the next start still knows to retract it (see _reconcile).
-        self._store.record_block(self.chain.name, block.ref, block.parent_hash, block.time)
-        self._publish(events)
-        self._store.set_checkpoint(self.chain.name, block.ref)
-        if block.ref.height % 1000 == 0:
-            log.info("%s: processed block %d", self.chain.name, block.ref.height)
-        return True
-
-    def _stall(self, height: int) -> None:
-        """A block held back again and again is an error someone must see, not a silent halt
-        (a node pruning its transaction index, or still building it, answers null for ever)."""
-        last, count = self._stalled
-        count = count + 1 if last == height else 1
-        self._stalled = (height, count)
-        if count >= STALL_LIMIT:
-            raise NodeInconsistent(
-                f"{self.chain.name}: block {height} held back {count} times: a receipt is still "
-                "unavailable (is the node pruning or still building its transaction index?)"
-            )
-
-    def _publish(self, events: list[Event]) -> None:
-        for event in events:
-            self._bus.publish(self._topic, self.chain.name, codec.dumps_event(event))
-        self._bus.flush()
-        if self._after_publish is not None:
-            self._after_publish()
-
-    def _node_block(self, height: int) -> BlockRef:
+    def node_block(self, height: int) -> BlockRef:
         raw = self._rpc.call("eth_getBlockByNumber", [hex(height), False])
         if raw is None:
             raise NodeInconsistent(f"{self._rpc.endpoint}: has no block {height} any more")
@@ -196,73 +89,20 @@ class EvmFollower:
             raise NodeInconsistent(f"{self._rpc.endpoint}: asked for block {height}, got {ref}")
         return ref
 
-    def _reconcile(self, tip: BlockRef | None) -> None:
-        """Blocks recorded above the checkpoint were published by a run that died before moving
-        the checkpoint: retract those the node no longer has."""
-        floor = tip.height if tip is not None else -1
-        above = [r for r, _ in self._store.recent_blocks(self.chain.name, 8) if r.height > floor]
-        stale = [ref for ref in above if self._node_block(ref.height) != ref]
-        self._disconnect(stale)
+    def fetch(self, height: int) -> EvmBlock | None:
+        return self._extractor.fetch(height)
 
-    def _rewind(self, tip: BlockRef) -> None:
-        """Find the last block we processed that the node still has; retract those after it.
+    def extract(self, block: EvmBlock) -> list[Event] | None:
+        facts = self._extractor.extract(block)
+        if facts is None:  # a receipt is missing or from another block: the block later
+            return None
+        events: list[Event] = [TransferSeen(t) for t in facts.transfers]
+        events += [ControlChangeSeen(c) for c in facts.changes]
+        return events
 
-        Nothing is published until the fork point is found, so a reorg too deep to locate
-        leaves the store and the bus as they were.
-        """
-        recent = self._store.recent_blocks(self.chain.name, self._max_reorg_depth)
-        if not any(ref == tip for ref, _ in recent):
-            self._step_below_unpublished(tip)
-            return
-        stale: list[BlockRef] = []
-        fork: BlockRef | None = None
-        for ref, _parent in recent:
-            if self._node_block(ref.height) == ref:
-                fork = ref
-                break
-            stale.append(ref)
-        if fork is None and recent and len(recent) < self._max_reorg_depth:
-            # Every block since the watch began was replaced: resume from the node's block
-            # just below the first one we processed, which we never published anything about.
-            lowest = recent[-1][0].height
-            if lowest > 0:
-                fork = self._node_block(lowest - 1)
-        if fork is None:
-            raise ReorgTooDeep(
-                f"{self.chain.name}: the node shares none of the last {len(recent)} blocks "
-                "drainwatch processed. Nothing was retracted. Check that every endpoint is on "
-                "the right network and synced; drainwatch will not continue past a fork it "
-                "cannot locate."
-            )
-        if not stale:
-            raise NodeInconsistent(
-                f"{self._rpc.endpoint}: block {tip.height + 1} does not build on block "
-                f"{tip.height}, which the node still reports (backends that disagree?)"
-            )
-        self.reorgs += 1
-        log.warning(
-            "%s: reorg of %d block(s), fork at %d", self.chain.name, len(stale), fork.height
-        )
-        self._disconnect(stale)
-        self._store.set_checkpoint(self.chain.name, fork)
+    def pending(self) -> list[Event]:
+        return self._mempool.poll()
 
-    def _step_below_unpublished(self, tip: BlockRef) -> None:
-        """The checkpoint is a block this watcher never published anything about (the block
-        just below where it began, set after a reorg of its first blocks): nothing to retract,
-        so step below it, a bounded number of times."""
-        self._unpublished_steps += 1
-        if tip.height == 0 or self._unpublished_steps > self._max_reorg_depth:
-            raise ReorgTooDeep(
-                f"{self.chain.name}: the node shares no block with where drainwatch started "
-                f"watching (stepped back {self._unpublished_steps - 1} blocks). Nothing was "
-                "retracted. Check that every endpoint is on the right network and synced."
-            )
-        self._store.set_checkpoint(self.chain.name, self._node_block(tip.height - 1))
-
-    def _disconnect(self, stale: list[BlockRef]) -> None:
-        if not stale:
-            return
-        # Published before the store forgets the blocks: a crash in between re-detects them.
-        self._publish([BlockDisconnected(self.chain.name, ref) for ref in stale])
-        for ref in stale:
-            self._store.orphan_block(self.chain.name, ref)
+    def mempool_failed(self, exc: DrainwatchError) -> None:
+        if not isinstance(exc, RetriableRpcError):
+            self._mempool.source = None  # another endpoint may answer otherwise: probe again

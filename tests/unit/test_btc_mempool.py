@@ -1,0 +1,143 @@
+"""Pending Bitcoin spends and their verdicts (replaced, evicted, mined, beaten by a conflict),
+with real mainnet transactions behind a fake node transport (the JSON-RPC answers)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drainwatch.addresses import MAINNET
+from drainwatch.errors import MalformedRpcResponse, RpcError
+from drainwatch.events import Event, TransferSeen, UtxoSpendSeen
+from drainwatch.model import (
+    BlockRef,
+    Custody,
+    CustodyKind,
+    TransferStatus,
+    Utxo,
+    Wallet,
+    WalletRole,
+)
+from watchers.bitcoin.block import Tx, parse_block, parse_tx
+from watchers.bitcoin.derive import ScriptBook
+from watchers.bitcoin.mempool import BitcoinMempool
+from watchers.bitcoin.node import BitcoinNode
+from watchers.bitcoin.utxos import UtxoScanner
+
+COLD = "1BoatSLRHtKNngkdXEeobR76b53LETtpyT"
+REF = BlockRef(1, "00" * 32)
+
+
+class FakeNode:
+    """Answers as Bitcoin Core would: the mempool listing, raw transactions, gettxout."""
+
+    endpoint = "fake://node"
+
+    def __init__(self) -> None:
+        self.mempool: dict[str, Tx] = {}
+        self.unspent: set[tuple[str, int]] = set()
+        self.gone_on_read: set[str] = set()
+
+    def call(self, method: str, params: Sequence[Any]) -> Any:
+        if method == "getrawmempool":
+            return list(self.mempool)
+        if method == "getrawtransaction":
+            txid = params[0]
+            if txid in self.gone_on_read or txid not in self.mempool:
+                raise RpcError(f"{self.endpoint}: getrawtransaction returned error -5: No such")
+            return self.mempool[txid].serialize().hex()
+        if method == "gettxout":
+            return {"value": 1} if (params[0], params[1]) in self.unspent else None
+        raise AssertionError(method)
+
+
+@pytest.fixture(scope="module")
+def tx(shared_data: Path) -> Tx:
+    raw = (shared_data / "bitcoin" / "mainnet-blocks" / "block481815.raw").read_bytes()
+    return parse_block(raw).txs[5]
+
+
+def _variant(tx: Tx, locktime: int) -> Tx:
+    """The same inputs, another transaction (a replacement): another locktime."""
+    raw = tx.serialize()
+    return parse_tx(raw[:-4] + locktime.to_bytes(4, "little"))
+
+
+def _setup(tx: Tx) -> tuple[FakeNode, BitcoinMempool, UtxoScanner]:
+    wallet = Wallet("cold", "btc", WalletRole.COLD, Custody(CustodyKind.SINGLE_KEY), (COLD,))
+    first = tx.inputs[0]
+    coin = Utxo("btc", first.prev_txid, first.prev_vout, "cold", COLD, 10**8, REF)
+    scanner = UtxoScanner("btc", ScriptBook([wallet], MAINNET), MAINNET, [coin])
+    node = FakeNode()
+    return node, BitcoinMempool(BitcoinNode(node), scanner), scanner
+
+
+def _statuses(events: list[Event]) -> dict[str, set[TransferStatus]]:
+    out: dict[str, set[TransferStatus]] = {}
+    for e in events:
+        if isinstance(e, TransferSeen):
+            out.setdefault(e.transfer.tx_hash, set()).add(e.transfer.status)
+        elif isinstance(e, UtxoSpendSeen):
+            out.setdefault(e.spend.txid, set()).add(e.spend.status)
+    return out
+
+
+def test_a_spend_is_pending_at_once_and_seen_once(tx: Tx) -> None:
+    node, mempool, _ = _setup(tx)
+    node.mempool[tx.txid] = tx
+    assert _statuses(mempool.poll()) == {tx.txid: {TransferStatus.PENDING}}
+    assert mempool.poll() == []  # still there: nothing new
+    assert mempool.pending_txids == {tx.txid}
+
+
+def test_a_replacement_in_the_mempool_orphans_the_original(tx: Tx) -> None:
+    node, mempool, _ = _setup(tx)
+    node.mempool[tx.txid] = tx
+    mempool.poll()
+    bump = _variant(tx, 123)
+    assert bump.txid != tx.txid
+    node.mempool = {bump.txid: bump}
+    assert _statuses(mempool.poll()) == {
+        bump.txid: {TransferStatus.PENDING},
+        tx.txid: {TransferStatus.ORPHANED},
+    }
+
+
+def test_an_evicted_spend_is_orphaned(tx: Tx) -> None:
+    node, mempool, _ = _setup(tx)
+    node.mempool[tx.txid] = tx
+    mempool.poll()
+    node.mempool = {}
+    node.unspent = {(tx.inputs[0].prev_txid, tx.inputs[0].prev_vout)}  # never mined
+    assert _statuses(mempool.poll()) == {tx.txid: {TransferStatus.ORPHANED}}
+
+
+def test_a_mined_spend_waits_for_its_block_and_a_beaten_one_is_orphaned(tx: Tx) -> None:
+    coin = tx.inputs[0].outpoint
+    for spender, verdict in ((tx, {}), (_variant(tx, 7), {tx.txid: {TransferStatus.ORPHANED}})):
+        node, mempool, _ = _setup(tx)
+        node.mempool[tx.txid] = tx
+        mempool.poll()
+        node.mempool = {}  # the coin is spent at the node's tip: mined, by it or a conflict
+        assert mempool.poll() == []
+        assert mempool.settle({b"\x00" * 36: "other"}) == []  # a block that does not spend it
+        assert _statuses(mempool.settle({coin: spender.txid})) == verdict
+        assert mempool.settle({coin: spender.txid}) == []  # settled once
+
+
+def test_a_transaction_gone_between_listing_and_reading_is_skipped(tx: Tx) -> None:
+    node, mempool, _ = _setup(tx)
+    other = _variant(tx, 9)
+    node.mempool = {tx.txid: tx, other.txid: other}
+    node.gone_on_read = {other.txid}
+    assert set(_statuses(mempool.poll())) == {tx.txid}
+
+
+def test_garbage_from_the_node_is_a_malformed_answer(tx: Tx) -> None:
+    node, mempool, _ = _setup(tx)
+    node.call = lambda method, params: ["not a txid"]  # type: ignore[method-assign]
+    with pytest.raises(MalformedRpcResponse, match="getrawmempool"):
+        mempool.poll()

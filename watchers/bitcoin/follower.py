@@ -1,0 +1,97 @@
+"""Follows one Bitcoin chain's head: the chain-specific half of ``watchers.follow.Follower``.
+
+Blocks are read raw (``getblockhash``, ``getblock HASH 0``) and scanned against the watched
+coins and scripts (``UtxoScanner``). With each block the store gets the watched coins it created
+and spent (``apply_utxo_block``) before its events are published; at start, and after a block
+left half done or a reorg, the store's UTXO set is rewound to the checkpoint and read back, so
+the scanner always starts a block from the set as it was after the block before. The set is
+also read again every ``RELOAD_SECONDS``, to pick up coins a backfill or import stored meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from drainwatch.addresses import BitcoinAddressParams
+from drainwatch.events import Event
+from drainwatch.model import BlockRef, Chain
+from drainwatch.ports import EventBus, JsonRpc, Store
+from watchers.bitcoin.derive import ScriptBook
+from watchers.bitcoin.mempool import BitcoinMempool
+from watchers.bitcoin.node import BitcoinNode, FetchedBitcoinBlock
+from watchers.bitcoin.utxos import BlockScan, UtxoScanner
+from watchers.follow import Follower
+
+#: How often the watched coins are read from the store again even when nothing went wrong: a
+#: ``drainwatch backfill`` or ``import`` run beside a running watcher adds coins to the store.
+RELOAD_SECONDS = 600.0
+
+
+class BitcoinFollower(Follower[FetchedBitcoinBlock]):
+    stall_reason = "the node cannot give it yet"
+
+    def __init__(
+        self,
+        chain: Chain,
+        rpc: JsonRpc,
+        store: Store,
+        bus: EventBus,
+        topic: str,
+        book: ScriptBook,
+        params: BitcoinAddressParams,
+        *,
+        start_height: int | None = None,
+        max_reorg_depth: int = 64,
+        after_publish: Callable[[], object] | None = None,
+        prepare: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(
+            chain,
+            store,
+            bus,
+            topic,
+            start_height=start_height,
+            max_reorg_depth=max_reorg_depth,
+            after_publish=after_publish,
+            prepare=prepare,
+        )
+        self.node = BitcoinNode(rpc)
+        self.scanner = UtxoScanner(chain.name, book, params)
+        self.mempool = BitcoinMempool(self.node, self.scanner)
+        self._scan: BlockScan | None = None
+        self._loaded_at = time.monotonic()
+
+    def node_head(self) -> int:
+        return self.node.head()
+
+    def node_block(self, height: int) -> BlockRef:
+        return self.node.block_ref(height)
+
+    def fetch(self, height: int) -> FetchedBitcoinBlock | None:
+        return self.node.block(height)
+
+    def extract(self, block: FetchedBitcoinBlock) -> list[Event]:
+        scan = self.scanner.scan_block(block.block, block.ref, block.time)
+        self._scan = scan
+        return self.mempool.settle(scan.spends) + scan.events
+
+    def record(self, block: FetchedBitcoinBlock) -> None:
+        scan = self._scan
+        assert scan is not None, "record() follows extract() of the same block"
+        self._store.apply_utxo_block(self.chain.name, block.ref, scan.created, scan.spent)
+        self._scan = None
+
+    def step(self, until: int | None = None) -> int:
+        if time.monotonic() - self._loaded_at > RELOAD_SECONDS:
+            self._synced = False  # read the coins again: a backfill or import may have added some
+        return super().step(until)
+
+    def resync(self, checkpoint: BlockRef | None) -> None:
+        self._loaded_at = time.monotonic()
+        if checkpoint is not None:
+            self._store.rewind_utxos(self.chain.name, checkpoint.height)
+        self.scanner.load(self._store.utxos(self.chain.name, unspent_only=True))
+
+    def pending(self) -> list[Event]:
+        return self.mempool.poll()
