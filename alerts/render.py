@@ -106,7 +106,9 @@ def amount_text(alert: Alert, chain: Chain, assets: Mapping[str, Asset]) -> str:
     if alert.amount is None:
         return "-"
     if alert.asset in (None, NATIVE_ASSET_ID):
-        return f"{format_amount(alert.amount, chain.native_decimals)} {chain.native_symbol}"
+        fixed = chain.kind is ChainKind.BITCOIN  # BTC is read with all 8 decimals
+        amount = format_amount(alert.amount, chain.native_decimals, fixed=fixed)
+        return f"{amount} {chain.native_symbol}"
     asset = assets.get(alert.asset or "")
     if asset is None:  # an unknown token: show base units and the contract, never guess decimals
         return f"{alert.amount} base units of token {alert.asset}"

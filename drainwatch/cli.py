@@ -267,6 +267,8 @@ def _balances(args: argparse.Namespace) -> int:
         raise UsageError(f"--height must be 0 or more; got {args.height}")
     with open_app(args.config, create=False) as app:
         chain = bitcoin_chain(app, args.chain)
+        from drainwatch.units import format_amount
+
         decimals = app.chains[chain].native_decimals
         symbol = app.chains[chain].native_symbol
         checkpoint = app.store.get_checkpoint(chain)
@@ -287,17 +289,11 @@ def _balances(args: argparse.Namespace) -> int:
             )
             return EXIT_OK
         print(f"{chain} at height / 高さ {height if height is not None else '-'}:")
-        for name in wallets:
-            amount = balances.get(name, 0)
-            print(f"  {name}\t{_fixed(amount, decimals)} {symbol}\t({amount} base units)")
-        print(f"  total / 合計\t{_fixed(total, decimals)} {symbol}\t({total} base units)")
+        rows = [(name, balances.get(name, 0)) for name in wallets] + [("total / 合計", total)]
+        for name, amount in rows:
+            shown = format_amount(amount, decimals, fixed=True)
+            print(f"  {name}\t{shown} {symbol}\t({amount} base units)")
     return EXIT_OK
-
-
-def _fixed(amount: int, decimals: int) -> str:
-    """All the decimals (``0.50000000 BTC``): a treasury reads balances digit by digit."""
-    whole, frac = divmod(amount, 10**decimals)
-    return f"{whole:,}.{frac:0{decimals}d}" if decimals else f"{whole:,}"
 
 
 def _transfers(args: argparse.Namespace) -> int:

@@ -5,16 +5,18 @@ from __future__ import annotations
 from decimal import Context, Decimal, InvalidOperation, localcontext
 
 
-def format_amount(amount: int, decimals: int) -> str:
-    """``format_amount(1500000000000000000, 18) == "1.5"``: exact, trailing zeros dropped."""
+def format_amount(amount: int, decimals: int, *, fixed: bool = False) -> str:
+    """``format_amount(1500000000000000000, 18) == "1.5"``: exact, trailing zeros dropped;
+    ``fixed`` keeps every decimal (``format_amount(50000000, 8, fixed=True) == "0.50000000"``,
+    as bitcoin amounts are read, digit by digit)."""
     if decimals < 0:
         raise ValueError("decimals must not be negative")
     sign = "-" if amount < 0 else ""
     whole, frac = divmod(abs(amount), 10**decimals)
-    if decimals == 0 or frac == 0:
+    if decimals == 0 or (frac == 0 and not fixed):
         return f"{sign}{whole:,}"
-    frac_text = str(frac).rjust(decimals, "0").rstrip("0")
-    return f"{sign}{whole:,}.{frac_text}"
+    frac_text = str(frac).rjust(decimals, "0")
+    return f"{sign}{whole:,}.{frac_text if fixed else frac_text.rstrip('0')}"
 
 
 def parse_amount(text: str, decimals: int) -> int:

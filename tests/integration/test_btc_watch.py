@@ -382,3 +382,42 @@ def test_a_killed_watcher_restarts_and_loses_and_duplicates_nothing(
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=30)
+
+
+def test_balances_command_per_wallet_and_in_total(
+    tmp_path: Path,
+    bcoin_node: BcoinNode,
+    wallets: tuple[RegtestWallet, RegtestWallet],
+    watch: Watch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from drainwatch.cli import main
+
+    hot, cold = wallets
+    watch.step()
+    funded = bcoin_node.height()
+    cold.send(bcoin_node, [(ATTACKER.address(), 123_456_789)])
+    bcoin_node.mine(1, SINK_ADDRESS)
+    watch.step()
+    config = str(tmp_path / "drainwatch.yaml")
+    assert main(["balances", config, "--json"]) == 0
+    now = json.loads(capsys.readouterr().out)
+    assert now["wallets"] == {"btc-hot": str(hot.balance()), "btc-cold": str(cold.balance())}
+    assert now["total"] == str(hot.balance() + cold.balance())
+    assert now["height"] == bcoin_node.height()
+    assert main(["balances", config, "--height", str(funded)]) == 0
+    text = capsys.readouterr().out
+    before = (
+        cold.balance() + 123_456_789 + sum(0 for _ in ())
+    )  # the drain's fee came out of the cold wallet too
+    assert f"at height / 高さ {funded}" in text
+    cold_line = next(line for line in text.splitlines() if "btc-cold" in line)
+    sats = int(cold_line.rsplit("(", 1)[1].split()[0])
+    assert sats > before  # before the drain: its amount, its fee
+    assert f"{sats // 10**8}.{sats % 10**8:08d} BTC" in cold_line
+    for bad in (["--height", "-1"], ["--chain", "nope"]):
+        assert main(["balances", config, *bad]) == 2
+        assert "Traceback" not in capsys.readouterr().err
+    assert main(["balances", str(tmp_path / "missing.yaml")]) == 2

@@ -37,3 +37,12 @@ def test_parse_inverts_format(amount: int, decimals: int) -> None:
 def test_parse_refuses_what_it_cannot_represent(text: str) -> None:
     with pytest.raises(ValueError):
         parse_amount(text, 18)
+
+
+def test_fixed_keeps_every_decimal() -> None:
+    assert format_amount(50_000_000, 8, fixed=True) == "0.50000000"
+    assert format_amount(2_100_000_000_000_000, 8, fixed=True) == "21,000,000.00000000"
+    assert format_amount(1, 8, fixed=True) == "0.00000001"
+    assert format_amount(-150_000_000, 8, fixed=True) == "-1.50000000"
+    assert format_amount(7, 0, fixed=True) == "7"
+    assert format_amount(50_000_000, 8) == "0.5"
