@@ -227,6 +227,9 @@ def _check_config(args: argparse.Namespace) -> int:
     if args.config is None:
         raise UsageError("check-config needs a CONFIG file (or --schema)")
     settings = load_config(args.config)
+    from drainwatch.wiring import build_script_books
+
+    build_script_books(settings)  # every xpub and descriptor derives, as `watch` will need
     for line in summary_lines(settings):
         print(line)
     return EXIT_OK

@@ -109,8 +109,23 @@ def build_app(settings: Settings, *, create: bool = True) -> App:
         store.close()
         raise
     assets = {name: {a.asset_id: a for a in settings.assets(name)} for name in chains}
+    book = WalletBook(settings.domain_wallets())
+    try:
+        scripts = build_script_books(settings)
+    except ConfigError:
+        store.close()
+        bus.close()
+        raise
+    for name, script_book in scripts.items():
+        book.derive(name, script_book.owner_of_address)
+    return App(settings, store, bus, chains, book, assets, scripts)
+
+
+def build_script_books(settings: Settings) -> dict[str, ScriptBook]:
+    """Per Bitcoin chain, the watched scripts of its wallets: listed addresses and the first
+    ``gap_limit`` of every xpub and descriptor chain. A key that cannot be derived from public
+    keys (a hardened step after the xpub, say) is a ``ConfigError``."""
     wallets = settings.domain_wallets()
-    book = WalletBook(wallets)
     scripts: dict[str, ScriptBook] = {}
     for name, chain in settings.chains.items():
         if chain.kind is ChainKind.BITCOIN:
@@ -118,11 +133,8 @@ def build_app(settings: Settings, *, create: bool = True) -> App:
             try:
                 scripts[name] = ScriptBook(mine, chain.address_params(), gap_limit=chain.gap_limit)
             except ValueError as exc:
-                store.close()
-                bus.close()
                 raise ConfigError(f"chains.{name}", str(exc)) from None
-            book.derive(name, scripts[name].owner_of_address)
-    return App(settings, store, bus, chains, book, assets, scripts)
+    return scripts
 
 
 @contextmanager

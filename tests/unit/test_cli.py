@@ -65,3 +65,31 @@ def test_drill_out_that_cannot_be_created(capsys: pytest.CaptureFixture[str]) ->
     assert main(["drill", "--out", "/dev/null/inside"]) == 2
     err = capsys.readouterr().err
     assert "--out" in err and "Traceback" not in err
+
+
+XPUB = (
+    "xpub68Gmy5EdvgibQVfPdqkBBCHxA5htiqg55crXYuXoQRKfDBFA1WEjWgP6LHhwBZeNK1VTsfTFUHCdrfp1bgwQ9xv5"
+    "ski8PX9rL2dZXvgGDnw"
+)
+
+
+def test_check_config_derives_every_descriptor_as_watch_will(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A descriptor whose shape is fine but which public keys cannot derive (a hardened step
+    after the xpub) is refused by check-config, not first by `watch`."""
+    path = tmp_path / "c.yaml"
+    text = (
+        "exchange: {name: T}\n"
+        "chains:\n  btc: {kind: bitcoin, network: mainnet, rpc: [{url: 'http://127.0.0.1:8332'}]}\n"
+        "wallets:\n  cold:\n    chain: btc\n    role: cold\n    custody: {kind: single_key}\n"
+        f"    descriptors: ['wpkh({XPUB}/STEP/*)']\n"
+    )
+    path.write_text(text.replace("STEP", "0"))
+    assert main(["check-config", str(path)]) == 0
+    capsys.readouterr()
+    path.write_text(text.replace("STEP", "0h"))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "wallet 'cold' descriptors[0]" in err and "hardened" in err
+    assert XPUB not in err and "Traceback" not in err
