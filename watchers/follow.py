@@ -115,6 +115,9 @@ class Follower(Generic[B]):
         """Make the chain's own state (e.g. a UTXO set) that of ``checkpoint`` again: called
         before the first block and whenever a block was left half done or a reorg rewound."""
 
+    def committed(self, block: B) -> None:
+        """The block is through (published, checkpoint moved): what waited for it may go."""
+
     # --- the loop ---------------------------------------------------------------------------
 
     def confirmed_height(self, head: int) -> int:
@@ -135,10 +138,16 @@ class Follower(Generic[B]):
         processed = 0
         while True:
             tip = self._store.get_checkpoint(self.chain.name)
+            height = self._next_height(tip, target)
+            if tip is None and 0 < height <= target:
+                # A new deployment: the block below its first is its checkpoint before anything
+                # is processed, so that a crash in the first block resumes at that block, not
+                # at a later head (skipping the ones between).
+                self._store.set_checkpoint(self.chain.name, self.node_block(height - 1))
+                continue
             if self._synced != tip:
                 self.resync(tip)
                 self._synced = tip
-            height = self._next_height(tip, target)
             if height > target:
                 self._poll_mempool()
                 return processed
@@ -193,6 +202,7 @@ class Follower(Generic[B]):
             self.record(block)
         self._publish(events)
         self._store.set_checkpoint(self.chain.name, block.ref)
+        self.committed(block)
         if block.ref.height % 1000 == 0:
             log.info("%s: processed block %d", self.chain.name, block.ref.height)
         return True
@@ -217,9 +227,11 @@ class Follower(Generic[B]):
 
     def _reconcile(self, tip: BlockRef | None) -> None:
         """Blocks recorded above the checkpoint were published by a run that died before moving
-        the checkpoint: retract those the node no longer has."""
+        the checkpoint, or are the stale side of a reorg whose retraction a crash cut short:
+        retract those the node no longer has."""
         floor = tip.height if tip is not None else -1
-        above = [r for r, _ in self._store.recent_blocks(self.chain.name, 8) if r.height > floor]
+        recent = self._store.recent_blocks(self.chain.name, self._max_reorg_depth)
+        above = [r for r, _ in recent if r.height > floor]
         stale = [ref for ref in above if self.node_block(ref.height) != ref]
         self._disconnect(stale)
 
@@ -262,8 +274,10 @@ class Follower(Generic[B]):
         log.warning(
             "%s: reorg of %d block(s), fork at %d", self.chain.name, len(stale), fork.height
         )
-        self._disconnect(stale)
+        # The checkpoint first: a crash while the stale blocks are retracted leaves them
+        # recorded above it, where the next start finds and retracts them (_reconcile).
         self._store.set_checkpoint(self.chain.name, fork)
+        self._disconnect(stale)
 
     def _step_below_unpublished(self, tip: BlockRef) -> None:
         """The checkpoint is a block this watcher never published anything about (the block
