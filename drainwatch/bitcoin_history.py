@@ -154,7 +154,7 @@ def _apply(
         chain_name,
         app.scripts[chain_name],
         settings.address_params(),
-        store.utxos(chain_name, unspent_only=True),
+        store.utxos(chain_name),
     )
     result = HistoryResult(chain_name, first if first is not None else -1, -1)
     parent: str | None = None

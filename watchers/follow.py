@@ -175,6 +175,10 @@ class Follower(Generic[B]):
             return
         if events:
             self._publish(events)
+            self.pending_published()
+
+    def pending_published(self) -> None:
+        """What ``pending`` returned is on the bus; until then it may hand it out again."""
 
     def mempool_failed(self, exc: DrainwatchError) -> None:
         """A mempool read failed (reported already); a subclass may reset its probe."""

@@ -151,6 +151,8 @@ class HttpJsonRpc:
                 f"{self.endpoint}: {label} failed: {type(exc).__name__}"
             ) from None
         status = response.status_code
+        if status >= 500 and (answer := _application_error(response.content)) is not None:
+            return answer
         if status == 429 or status >= 500:
             raise RetriableRpcError(f"{self.endpoint}: {label} answered HTTP {status}")
         if status in (401, 403):
@@ -168,6 +170,22 @@ class HttpJsonRpc:
             raise MalformedRpcResponse(
                 self.endpoint, label, f"HTTP {response.status_code}, not JSON"
             ) from exc
+
+
+def _application_error(content: bytes) -> dict[str, Any] | None:
+    """The JSON-RPC answer in an HTTP 500 when it carries an application error (code -1 to -99):
+    how Bitcoin Core before v28 answers a refused call (a transaction it does not have, a
+    height beyond its tip), which is an answer, not a server failure to fail over from. Any
+    other 500 (a proxy's error page, "work queue depth exceeded") is None: retriable."""
+    try:
+        body = json.loads(content)
+    except (ValueError, RecursionError):
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    if isinstance(code, int) and -99 <= code <= -1:
+        return body  # type: ignore[no-any-return]
+    return None
 
 
 def call_many(rpc: JsonRpc, calls: Sequence[Call]) -> list[Any]:
@@ -202,7 +220,7 @@ def unwrap_response(endpoint: str, method: str, body: Any) -> Any:
 #: providers put HTTP's 429 in the error object, per call of a batch) or a
 #: backend behind a load balancer that has not got the block yet. Another endpoint, or the same
 #: one a moment later, will answer.
-_TRANSIENT_CODES = {-32005, 429}
+_TRANSIENT_CODES = {-32005, 429, -28}  # -28: Bitcoin Core still loading (RPC_IN_WARMUP)
 _TRANSIENT_TEXT = ("header not found", "unknown block", "missing trie node", "rate limit")
 
 

@@ -419,3 +419,138 @@ def test_balances_command_per_wallet_and_in_total(
         assert main(["balances", config, *bad]) == 2
         assert "Traceback" not in capsys.readouterr().err
     assert main(["balances", str(tmp_path / "missing.yaml")]) == 2
+
+
+# --- regressions found in review: verdicts across restarts and failures, fresh coins --------
+
+
+def test_a_restart_settles_a_pending_spend_beaten_while_it_was_down(
+    tmp_path: Path, bcoin_node: BcoinNode, wallets: tuple[RegtestWallet, RegtestWallet], auth: None
+) -> None:
+    hot, cold = wallets
+    config = write_config(tmp_path, bcoin_node, hot, cold)
+    first = Watch(config)
+    first.step()
+    original = cold.send(bcoin_node, [(ATTACKER.address(), 200_000_000)])
+    first.step()
+    first.close()
+    replacement = cold.build_replacement(original, fee=original.fee + 5_000)
+    cold.record(replacement, replaces=original)
+    bcoin_node.mine_block([replacement.raw], SINK_ADDRESS)
+    second = Watch(config)
+    try:
+        second.step()
+        second.step()
+        assert {t.status for t in second.transfers(original.txid)} == {TransferStatus.ORPHANED}
+        assert {t.status for t in second.transfers(replacement.txid)} == {TransferStatus.CONFIRMED}
+        assert second.balances() == expected(hot, cold)
+    finally:
+        second.close()
+
+
+def test_a_block_that_fails_half_way_keeps_its_verdicts_for_the_retry(
+    bcoin_node: BcoinNode, wallets: tuple[RegtestWallet, RegtestWallet], watch: Watch
+) -> None:
+    from drainwatch.errors import StoreError
+
+    hot, cold = wallets
+    watch.step()
+    original = cold.send(bcoin_node, [(ATTACKER.address(), 200_000_000)])
+    watch.step()
+    replacement = cold.build_replacement(original, fee=original.fee + 5_000)
+    cold.record(replacement, replaces=original)
+    bcoin_node.mine_block([replacement.raw], SINK_ADDRESS)
+    store = watch.app.store
+    real = store.apply_utxo_block
+    failed = []
+
+    def once(*args: object, **kwargs: object) -> None:
+        if not failed:
+            failed.append(True)
+            raise StoreError("the database went away")
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    store.apply_utxo_block = once  # type: ignore[method-assign]
+    with pytest.raises(StoreError):
+        watch.step()
+    watch.step()
+    assert {t.status for t in watch.transfers(original.txid)} == {TransferStatus.ORPHANED}
+    assert watch.balances() == expected(hot, cold)
+
+
+def test_a_pending_spend_of_a_coin_gone_in_a_reorg_is_withdrawn(
+    bcoin_node: BcoinNode, wallets: tuple[RegtestWallet, RegtestWallet], watch: Watch
+) -> None:
+    hot, cold = wallets
+    watch.step()
+    deposit = hot.send(bcoin_node, [(cold.address(0, 7), 50_000_000)])
+    [block] = bcoin_node.mine(1, SINK_ADDRESS)
+    [fresh] = cold.receive(deposit.raw)
+    watch.step()
+    spend = cold.build([(ATTACKER.address(), 40_000_000)], inputs=[fresh])
+    bcoin_node.send_raw(spend.raw)
+    watch.step()
+    assert {t.status for t in watch.transfers(spend.txid)} == {TransferStatus.PENDING}
+    bcoin_node.invalidate(block)  # the deposit's block goes, and bcoin empties its mempool
+    bcoin_node.mine_block([], SINK_ADDRESS)
+    bcoin_node.mine_block([], SINK_ADDRESS)
+    for _ in range(3):
+        watch.step()
+    assert {t.status for t in watch.transfers(spend.txid)} == {TransferStatus.ORPHANED}
+    assert {t.status for t in watch.transfers(deposit.txid)} == {TransferStatus.ORPHANED}
+
+
+def test_a_spend_of_a_coin_not_yet_confirmed_is_pending_once_the_coin_is_known(
+    tmp_path: Path, bcoin_node: BcoinNode, wallets: tuple[RegtestWallet, RegtestWallet], auth: None
+) -> None:
+    hot, cold = wallets
+    watch = Watch(write_config(tmp_path, bcoin_node, hot, cold, confirmations=3))
+    try:
+        watch.step()
+        deposit = hot.send(bcoin_node, [(cold.address(0, 0), 50_000_000)])
+        bcoin_node.mine(1, SINK_ADDRESS)
+        [fresh] = cold.receive(deposit.raw)
+        drain = cold.build([(ATTACKER.address(), 40_000_000)], inputs=[fresh])
+        bcoin_node.send_raw(drain.raw)
+        watch.step()
+        assert watch.transfers(drain.txid) == []  # the coin's block has 1 confirmation of 3
+        bcoin_node.mine_block([], SINK_ADDRESS)
+        bcoin_node.mine_block([], SINK_ADDRESS)
+        watch.step()
+        assert drain.txid in bcoin_node.mempool()
+        assert {t.status for t in watch.transfers(drain.txid)} == {TransferStatus.PENDING}
+    finally:
+        watch.close()
+
+
+def test_the_gap_window_survives_a_restart_after_the_coins_are_gone(
+    tmp_path: Path, bcoin_node: BcoinNode, auth: None
+) -> None:
+    hot, cold = RegtestWallet.single("gap-hot"), RegtestWallet.multisig("gap-cold")
+    payer = RegtestWallet.single("payer")
+    payer.fund(bcoin_node, blocks=2)
+    config = write_config(tmp_path, bcoin_node, hot, cold, gap=5)
+    first = Watch(config, start=None)
+    try:
+        first.step()
+        for index in (4, 9):
+            paid = payer.send(bcoin_node, [(hot.address(RECEIVE, index), 1_000_000 + index)])
+            bcoin_node.mine(1, SINK_ADDRESS)
+            hot.receive(paid.raw)
+            first.step()
+        sweep = hot.build([(ATTACKER.address(), 2_000_013 - 10_000)], fee=10_000)
+        bcoin_node.send_raw(sweep.raw)
+        bcoin_node.mine(1, SINK_ADDRESS)
+        first.step()
+        assert first.balances() == {}
+    finally:
+        first.close()
+    second = Watch(config, start=None)
+    try:
+        second.step()
+        payer.send(bcoin_node, [(hot.address(RECEIVE, 12), 3_000_000)])  # inside 10..14
+        bcoin_node.mine(1, SINK_ADDRESS)
+        second.step()
+        assert second.balances() == {"btc-hot": 3_000_000}
+    finally:
+        second.close()

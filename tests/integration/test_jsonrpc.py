@@ -26,6 +26,16 @@ ANSWERS: dict[str, tuple[int, bytes]] = {
     "/list": (200, b"[1,2,3]"),
     "/decimal": (200, b'{"jsonrpc":"2.0","id":1,"result":{"fee":0.00001}}'),
     "/wrongchain": (200, b'{"jsonrpc":"2.0","id":1,"result":"0x5"}'),
+    # Bitcoin Core before v28 answers a refused call with HTTP 500 and the error in the body:
+    "/core-notx": (
+        500,
+        b'{"result":null,"error":{"code":-5,"message":"No such mempool transaction"},"id":1}',
+    ),
+    "/core-warmup": (
+        500,
+        b'{"result":null,"error":{"code":-28,"message":"Loading block index..."},"id":1}',
+    ),
+    "/core-internal": (500, b'{"result":null,"error":{"code":-32603,"message":"x"},"id":1}'),
 }
 
 
@@ -63,6 +73,9 @@ def odd_server() -> Iterator[str]:
         ("/denied", RpcError),
         ("/neither", MalformedRpcResponse),
         ("/list", MalformedRpcResponse),
+        ("/core-notx", RpcError),
+        ("/core-warmup", RetriableRpcError),
+        ("/core-internal", RetriableRpcError),
     ],
 )
 def test_answers_are_classified(odd_server: str, path: str, error: type[Exception]) -> None:

@@ -51,6 +51,8 @@ class FakeNode:
             return self.mempool[txid].serialize().hex()
         if method == "gettxout":
             return {"value": 1} if (params[0], params[1]) in self.unspent else None
+        if method == "getblockcount":
+            return 100
         raise AssertionError(method)
 
 
@@ -88,19 +90,21 @@ def _statuses(events: list[Event]) -> dict[str, set[TransferStatus]]:
 def test_a_spend_is_pending_at_once_and_seen_once(tx: Tx) -> None:
     node, mempool, _ = _setup(tx)
     node.mempool[tx.txid] = tx
-    assert _statuses(mempool.poll()) == {tx.txid: {TransferStatus.PENDING}}
-    assert mempool.poll() == []  # still there: nothing new
+    assert _statuses(mempool.poll(0)) == {tx.txid: {TransferStatus.PENDING}}
+    mempool.published()
+    assert mempool.poll(0) == []  # still there: nothing new
     assert mempool.pending_txids == {tx.txid}
 
 
 def test_a_replacement_in_the_mempool_orphans_the_original(tx: Tx) -> None:
     node, mempool, _ = _setup(tx)
     node.mempool[tx.txid] = tx
-    mempool.poll()
+    mempool.poll(0)
+    mempool.published()
     bump = _variant(tx, 123)
     assert bump.txid != tx.txid
     node.mempool = {bump.txid: bump}
-    assert _statuses(mempool.poll()) == {
+    assert _statuses(mempool.poll(0)) == {
         bump.txid: {TransferStatus.PENDING},
         tx.txid: {TransferStatus.ORPHANED},
     }
@@ -109,10 +113,11 @@ def test_a_replacement_in_the_mempool_orphans_the_original(tx: Tx) -> None:
 def test_an_evicted_spend_is_orphaned(tx: Tx) -> None:
     node, mempool, _ = _setup(tx)
     node.mempool[tx.txid] = tx
-    mempool.poll()
+    mempool.poll(0)
+    mempool.published()
     node.mempool = {}
     node.unspent = {(tx.inputs[0].prev_txid, tx.inputs[0].prev_vout)}  # never mined
-    assert _statuses(mempool.poll()) == {tx.txid: {TransferStatus.ORPHANED}}
+    assert _statuses(mempool.poll(0)) == {tx.txid: {TransferStatus.ORPHANED}}
 
 
 def test_a_mined_spend_waits_for_its_block_and_a_beaten_one_is_orphaned(tx: Tx) -> None:
@@ -120,12 +125,66 @@ def test_a_mined_spend_waits_for_its_block_and_a_beaten_one_is_orphaned(tx: Tx) 
     for spender, verdict in ((tx, {}), (_variant(tx, 7), {tx.txid: {TransferStatus.ORPHANED}})):
         node, mempool, _ = _setup(tx)
         node.mempool[tx.txid] = tx
-        mempool.poll()
+        mempool.poll(0)
+        mempool.published()
         node.mempool = {}  # the coin is spent at the node's tip: mined, by it or a conflict
-        assert mempool.poll() == []
-        assert mempool.settle({b"\x00" * 36: "other"}) == []  # a block that does not spend it
-        assert _statuses(mempool.settle({coin: spender.txid})) == verdict
-        assert mempool.settle({coin: spender.txid}) == []  # settled once
+        assert mempool.poll(0) == []
+        assert mempool.verdicts({b"\x00" * 36: "other"}) == ([], [])  # does not spend it
+        events, done = mempool.verdicts({coin: spender.txid})
+        assert _statuses(events) == verdict and done == [tx.txid]
+        # Nothing is settled until the block is through: a failed block gives it again.
+        assert mempool.verdicts({coin: spender.txid}) == (events, done)
+        mempool.settled(done)
+        assert mempool.verdicts({coin: spender.txid}) == ([], [])  # settled once
+        assert mempool.poll(10**6) == []  # and never withdrawn later either
+
+
+def test_a_spend_that_no_block_settles_is_orphaned_once_the_watcher_passes_its_time(
+    tx: Tx,
+) -> None:
+    node, mempool, _ = _setup(tx)
+    node.mempool[tx.txid] = tx
+    mempool.poll(0)
+    mempool.published()
+    node.mempool = {}  # gone, its coin spent or vanished (a reorg), and no block settles it
+    assert mempool.poll(99) == []  # the node's head when it left is 100 (FakeNode)
+    assert _statuses(mempool.poll(100)) == {tx.txid: {TransferStatus.ORPHANED}}
+
+
+def test_events_are_handed_out_again_until_published(tx: Tx) -> None:
+    node, mempool, _ = _setup(tx)
+    node.mempool[tx.txid] = tx
+    first = mempool.poll(0)
+    assert _statuses(first) == {tx.txid: {TransferStatus.PENDING}}
+    assert mempool.poll(0) == first  # the bus refused them: again
+    mempool.published()
+    assert mempool.poll(0) == []
+
+
+def test_a_spend_read_before_its_coin_was_known_is_read_again(tx: Tx) -> None:
+    node, mempool, scanner = _setup(tx)
+    known = scanner.coins
+    scanner.coins = {}  # the coin's block is not yet at its confirmation depth
+    node.mempool[tx.txid] = tx
+    assert mempool.poll(0) == []
+    scanner.coins = known  # the block is processed: the coin is known
+    mempool.coins_known(known)
+    assert _statuses(mempool.poll(0)) == {tx.txid: {TransferStatus.PENDING}}
+
+
+def test_pending_spends_of_an_earlier_run_are_settled_after_a_restart(tx: Tx) -> None:
+    _, mempool, scanner = _setup(tx)
+    events = scanner.scan_pending(tx)
+    assert events is not None
+    stored = [e.transfer for e in events if isinstance(e, TransferSeen)]
+    mempool.restore(stored, head=50)
+    assert mempool.poll(49) == []  # it may be in a block the watcher has not reached
+    assert _statuses(mempool.poll(50)) == {tx.txid: {TransferStatus.ORPHANED}}
+    # One still in the mempool is simply pending again.
+    node2, mempool2, _ = _setup(tx)
+    node2.mempool[tx.txid] = tx
+    mempool2.restore(stored, head=50)
+    assert _statuses(mempool2.poll(50)) == {tx.txid: {TransferStatus.PENDING}}
 
 
 def test_a_transaction_gone_between_listing_and_reading_is_skipped(tx: Tx) -> None:
@@ -133,11 +192,11 @@ def test_a_transaction_gone_between_listing_and_reading_is_skipped(tx: Tx) -> No
     other = _variant(tx, 9)
     node.mempool = {tx.txid: tx, other.txid: other}
     node.gone_on_read = {other.txid}
-    assert set(_statuses(mempool.poll())) == {tx.txid}
+    assert set(_statuses(mempool.poll(0))) == {tx.txid}
 
 
 def test_garbage_from_the_node_is_a_malformed_answer(tx: Tx) -> None:
     node, mempool, _ = _setup(tx)
     node.call = lambda method, params: ["not a txid"]  # type: ignore[method-assign]
     with pytest.raises(MalformedRpcResponse, match="getrawmempool"):
-        mempool.poll()
+        mempool.poll(0)

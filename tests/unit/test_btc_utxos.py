@@ -143,3 +143,31 @@ def test_a_pending_spend_changes_no_coin_and_withdraws_to_orphaned(raw: bytes) -
         is TransferStatus.ORPHANED
         for e in withdrawn
     )
+
+
+def test_one_transaction_paying_past_the_gap_window_is_followed_to_its_end(raw: bytes) -> None:
+    """A payment to index 4 opens the window to index 9 of the same wallet: a second output of
+    the same transaction paying index 9 is a coin too (the window moves inside a transaction)."""
+    from watchers.bitcoin.derive import ScriptBook as Book
+    from watchers.bitcoin.script import address_script
+
+    xpub = (
+        "zpub6rFR7y4Q2AijBEqTUquhVz398htDFrtymD9xYYfG1m4wAcvPhXNfE3EfH1r1ADqtfSdVCToUG868RvUUkgDK"
+        "f31mGDtKsAYz2oz2AGutZYs"
+    )  # the BIP84 test vector's account
+    wallet = Wallet("hot", "btc", WalletRole.HOT, Custody(CustodyKind.SINGLE_KEY), xpubs=(xpub,))
+    book = Book([wallet], MAINNET, gap_limit=5)
+    by_index = {(w.branch, w.index): s for s, w in book.scripts.items()}
+    four = by_index[(0, 4)]
+    nine = Book([wallet], MAINNET, gap_limit=10).scripts  # index 9 from a wider window
+    nine_script = next(s for s, w in nine.items() if (w.branch, w.index) == (0, 9))
+    assert book.get(nine_script) is None  # not watched yet
+    block = parse_block(raw)
+    tx = next(t for t in block.txs[1:] if len(t.outputs) >= 2)
+    tx.outputs[0].script = four
+    tx.outputs[1].script = nine_script
+    scanner = UtxoScanner("btc", book, MAINNET)
+    scan = scanner.scan_block(block, REF, TIME)
+    paid = {(u.vout, u.address) for u in scan.created}
+    assert {vout for vout, _ in paid} == {0, 1}
+    assert address_script(next(a for v, a in paid if v == 1), MAINNET) == nine_script

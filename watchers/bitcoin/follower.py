@@ -17,6 +17,7 @@ from drainwatch.addresses import BitcoinAddressParams
 from drainwatch.events import Event
 from drainwatch.model import BlockRef, Chain
 from drainwatch.ports import EventBus, JsonRpc, Store
+from watchers.bitcoin.block import outpoint_key
 from watchers.bitcoin.derive import ScriptBook
 from watchers.bitcoin.mempool import BitcoinMempool
 from watchers.bitcoin.node import BitcoinNode, FetchedBitcoinBlock
@@ -60,6 +61,8 @@ class BitcoinFollower(Follower[FetchedBitcoinBlock]):
         self.scanner = UtxoScanner(chain.name, book, params)
         self.mempool = BitcoinMempool(self.node, self.scanner)
         self._scan: BlockScan | None = None
+        self._settling: list[str] = []
+        self._restored = False
         self._loaded_at = time.monotonic()
 
     def node_head(self) -> int:
@@ -73,14 +76,20 @@ class BitcoinFollower(Follower[FetchedBitcoinBlock]):
 
     def extract(self, block: FetchedBitcoinBlock) -> list[Event]:
         scan = self.scanner.scan_block(block.block, block.ref, block.time)
+        verdicts, self._settling = self.mempool.verdicts(scan.spends)
         self._scan = scan
-        return self.mempool.settle(scan.spends) + scan.events
+        return verdicts + scan.events
 
     def record(self, block: FetchedBitcoinBlock) -> None:
         scan = self._scan
         assert scan is not None, "record() follows extract() of the same block"
         self._store.apply_utxo_block(self.chain.name, block.ref, scan.created, scan.spent)
-        self._scan = None
+
+    def committed(self, block: FetchedBitcoinBlock) -> None:
+        scan, self._scan = self._scan, None
+        self.mempool.settled(self._settling)
+        if scan is not None:
+            self.mempool.coins_known(outpoint_key(c.txid, c.vout) for c in scan.created)
 
     def step(self, until: int | None = None) -> int:
         if time.monotonic() - self._loaded_at > RELOAD_SECONDS:
@@ -91,7 +100,17 @@ class BitcoinFollower(Follower[FetchedBitcoinBlock]):
         self._loaded_at = time.monotonic()
         if checkpoint is not None:
             self._store.rewind_utxos(self.chain.name, checkpoint.height)
-        self.scanner.load(self._store.utxos(self.chain.name, unspent_only=True))
+        self.scanner.load(self._store.utxos(self.chain.name))
+        self.mempool.coins_known(self.scanner.coins)
 
     def pending(self) -> list[Event]:
-        return self.mempool.poll()
+        if not self._restored:
+            # Pending spends of an earlier run that left the mempool while it was down.
+            stored = self._store.transfers(chain=self.chain.name)
+            self.mempool.restore(stored, self.node.head())
+            self._restored = True
+        checkpoint = self._store.get_checkpoint(self.chain.name)
+        return self.mempool.poll(checkpoint.height if checkpoint is not None else -1)
+
+    def pending_published(self) -> None:
+        self.mempool.published()

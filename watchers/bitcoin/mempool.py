@@ -1,6 +1,6 @@
 """Pending Bitcoin outflows: mempool transactions that spend a watched coin, seen at once.
 
-Polls ``getrawmempool`` and reads each transaction not seen before (one JSON-RPC batch). A
+Polls ``getrawmempool`` and reads each transaction not seen before (JSON-RPC batches). A
 transaction that spends a watched coin gives its events at status ``pending``. When it leaves the
 mempool, the verdict:
 
@@ -8,18 +8,26 @@ mempool, the verdict:
   events are orphaned (the replacement has its own, pending);
 - one of its watched coins is still unspent in the node's best chain (``gettxout``): evicted or
   expired, never mined, so orphaned;
-- otherwise its coins were spent in a block: by itself (mined: the block's events, the same
-  keys at status ``confirmed``, take over once the block has its confirmations) or by a
-  conflicting transaction (orphaned when that block is scanned: ``settle``).
+- otherwise its coins were spent in a block, or are gone with a reorg: it waits. A block the
+  watcher scans that spends them settles it: by itself (mined: the block's events, the same
+  keys at status ``confirmed``, take over) or by a conflicting transaction (orphaned). If the
+  watcher's checkpoint passes the node's head of the moment it left and nothing settled it, no
+  block of the chain carries it: orphaned.
 
-A restart reads the whole mempool again: the pending events it re-publishes change nothing.
+A transaction read before the coin it spends was known (a coin received in a block not yet at
+its confirmation depth) is read again once a block or a reload brings that coin. At start, the
+pending transfers the store still holds from before (the process was down when they left the
+mempool) wait the same way. Events are handed out until the caller says they were published
+(``published``); the verdicts of a block take effect once the block is through (``settled``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from drainwatch.events import Event
+from drainwatch.events import Event, TransferSeen
+from drainwatch.model import Transfer, TransferStatus
 from watchers.bitcoin.node import BitcoinNode
 from watchers.bitcoin.utxos import UtxoScanner
 
@@ -35,50 +43,102 @@ class BitcoinMempool:
         self._node = node
         self._scanner = scanner
         self._seen: set[str] = set()
+        #: outpoint → the seen mempool transaction spending it, and each one's outpoints: a
+        #: coin that becomes known later sends its spender to be read again.
+        self._spender: dict[bytes, str] = {}
+        self._inputs: dict[str, tuple[bytes, ...]] = {}
         self._pending: dict[str, _Pending] = {}
-        #: Left the mempool with its coins spent in a block not yet scanned: mined, or beaten
-        #: by a conflicting transaction.
-        self._unresolved: dict[str, _Pending] = {}
+        #: Left the mempool, not yet settled: its verdict waits for a block, or for the
+        #: checkpoint to pass the height (the node's head when it left).
+        self._unresolved: dict[str, tuple[_Pending, int]] = {}
+        self._outbox: list[Event] = []
 
     @property
     def pending_txids(self) -> set[str]:
         return set(self._pending)
 
-    def poll(self) -> list[Event]:
+    def restore(self, stored: Iterable[Transfer], head: int) -> None:
+        """Pending transfers the store holds from an earlier run: those whose transaction is
+        not seen in the mempool again are settled as the ones that left it while watched."""
+        by_tx: dict[str, list[Event]] = {}
+        for t in stored:
+            if t.status is TransferStatus.PENDING:
+                by_tx.setdefault(t.tx_hash, []).append(TransferSeen(t))
+        for txid, events in by_tx.items():
+            if txid not in self._pending:
+                self._unresolved[txid] = (_Pending(frozenset(), events), head)
+
+    def poll(self, checkpoint: int) -> list[Event]:
+        """New pending spends and verdicts, with those handed out before and not yet
+        published; ``checkpoint`` is the height the watcher has processed."""
         listing = self._node.mempool()
         present = set(listing)
+        for txid in self._seen - present:
+            for key in self._inputs.pop(txid, ()):
+                if self._spender.get(key) == txid:
+                    del self._spender[key]
         fresh = [txid for txid in listing if txid not in self._seen]
         events: list[Event] = []
+        watched = self._scanner.coins
         for txid, tx in self._node.transactions(fresh).items():
+            keys = tuple(i.outpoint for i in tx.inputs)
+            self._inputs[txid] = keys
+            for key in keys:
+                self._spender[key] = txid
+            self._unresolved.pop(txid, None)  # back in the mempool (a restart, a reorg)
             found = self._scanner.scan_pending(tx)
             if found:
-                coins = frozenset(
-                    i.outpoint for i in tx.inputs if i.outpoint in self._scanner.coins
-                )
+                coins = frozenset(k for k in keys if k in watched)
                 self._pending[txid] = _Pending(coins, found)
                 events += found
         self._seen = present
+        head: int | None = None
         for txid in [t for t in self._pending if t not in present]:
             gone = self._pending.pop(txid)
             if self._replaced(gone) or self._unmined(gone):
                 events += self._scanner.withdrawn(gone.events)
             else:
-                self._unresolved[txid] = gone
-        return events
+                head = self._node.head() if head is None else head
+                self._unresolved[txid] = (gone, head)
+        for txid, (entry, height) in list(self._unresolved.items()):
+            if checkpoint >= height and txid not in present:
+                del self._unresolved[txid]
+                events += self._scanner.withdrawn(entry.events)
+        self._outbox += events
+        return list(self._outbox)
 
-    def settle(self, spends: dict[bytes, str]) -> list[Event]:
-        """A scanned block spent ``spends`` (outpoint → spending txid): the withdrawn events of
-        the transactions it beat; those it carries are settled by its own events."""
+    def published(self) -> None:
+        """What ``poll`` handed out is on the bus."""
+        self._outbox = []
+
+    def coins_known(self, keys: Iterable[bytes]) -> None:
+        """Coins the scanner now watches: a mempool transaction already read that spends one
+        is read again at the next poll."""
+        for key in keys:
+            txid = self._spender.get(key)
+            if txid is not None and txid not in self._pending:
+                self._seen.discard(txid)
+
+    def verdicts(self, spends: Mapping[bytes, str]) -> tuple[list[Event], list[str]]:
+        """What a block spending ``spends`` (outpoint → spending txid) settles, without
+        settling it: the withdrawn events of the transactions it beat, and every txid it
+        settles. ``settled`` applies them once the block is through."""
         events: list[Event] = []
-        for txid, entry in list(self._unresolved.items()) + list(self._pending.items()):
+        done: list[str] = []
+        entries = [(t, e) for t, (e, _) in self._unresolved.items()] + list(self._pending.items())
+        for txid, entry in entries:
             spenders = {spends[c] for c in entry.coins if c in spends}
             if not spenders:
                 continue
-            self._unresolved.pop(txid, None)
+            done.append(txid)
             if txid not in spenders:
-                self._pending.pop(txid, None)
                 events += self._scanner.withdrawn(entry.events)
-        return events
+        return events, done
+
+    def settled(self, txids: Iterable[str]) -> None:
+        for txid in txids:
+            self._unresolved.pop(txid, None)
+            self._pending.pop(txid, None)
 
     def _replaced(self, gone: _Pending) -> bool:
         return any(other.coins & gone.coins for other in self._pending.values())

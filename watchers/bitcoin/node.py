@@ -147,7 +147,7 @@ class BitcoinNode:
         try:
             result = self.rpc.call("getblockhash", [height])
         except RpcError as exc:
-            if f"error {RPC_INVALID_PARAMETER}:" in str(exc):
+            if f"error {RPC_INVALID_PARAMETER}:" in str(exc) or "out of range" in str(exc):
                 return None  # out of range: the node has not got that height (any more)
             raise
         _block_hash(result, [height], self.rpc.endpoint)
@@ -166,11 +166,10 @@ class BitcoinNode:
         raw = self.rpc.call("getblock", [block_hash, 0])
         _raw_block(raw, [block_hash, 0], self.rpc.endpoint)
         try:
-            parsed = parse_block(bytes.fromhex(raw))
+            parsed = verified_block(bytes.fromhex(raw))
         except BlockFormatError as exc:
             raise MalformedRpcResponse(self.rpc.endpoint, "getblock", str(exc)) from None
-        fetched = FetchedBitcoinBlock(parsed, height)
-        return fetched
+        return FetchedBitcoinBlock(parsed, height)
 
     def mempool(self) -> list[str]:
         result = self.rpc.call("getrawmempool", [])
@@ -180,8 +179,8 @@ class BitcoinNode:
     def transactions(self, txids: Sequence[str]) -> dict[str, Tx]:
         """The mempool transactions of ``txids`` that the node still has (one batch)."""
         out: dict[str, Tx] = {}
-        for start in range(0, len(txids), 500):
-            chunk = txids[start : start + 500]
+        for start in range(0, len(txids), TX_BATCH):
+            chunk = txids[start : start + TX_BATCH]
             answers = _each(self.rpc, [("getrawtransaction", [t, False]) for t in chunk])
             for txid, answer in zip(chunk, answers, strict=True):
                 if answer is None:
@@ -207,19 +206,48 @@ class BitcoinNode:
         return result is not None
 
 
+def verified_block(raw: bytes) -> Block:
+    """A raw block parsed and checked against its own header: the merkle root of its
+    transactions, and the witness commitment where it has one. A backend, proxy or damaged file
+    that drops or alters a transaction (to hide an outflow) is caught here, whatever hash it
+    shows. ``BlockFormatError`` otherwise."""
+    block = parse_block(raw)
+    if block.computed_merkle_root() != block.header.merkle_root:
+        raise BlockFormatError(
+            f"block {block.header.hash}: its transactions do not match its header's merkle root"
+        )
+    if block.witness_commitment_ok() is False:
+        raise BlockFormatError(
+            f"block {block.header.hash}: its witness data does not match its coinbase's "
+            "witness commitment"
+        )
+    return block
+
+
+#: Mempool transactions are read this many per JSON-RPC batch: when one has left the mempool
+#: in the meantime the batch is asked again call by call, so it stays small.
+TX_BATCH = 50
+
+
+def _gone(exc: RpcError) -> bool:
+    """A "no such transaction" answer: Bitcoin Core -5, bcoin -1 "not found"."""
+    text = str(exc)
+    return f"error {RPC_INVALID_ADDRESS_OR_KEY}:" in text or "not found" in text.lower()
+
+
 def _each(rpc: JsonRpc, calls: list[tuple[str, list[Any]]]) -> list[Any]:
-    """Answers in call order; a transaction the node no longer has (-5) answers None."""
+    """Answers in call order; a transaction the node no longer has answers None."""
     try:
         return call_many(rpc, calls)
     except RpcError as exc:
-        if f"error {RPC_INVALID_ADDRESS_OR_KEY}:" not in str(exc):
+        if not _gone(exc):
             raise
     answers: list[Any] = []
     for method, params in calls:  # one is gone: ask one by one to tell which
         try:
             answers.append(rpc.call(method, params))
         except RpcError as exc:
-            if f"error {RPC_INVALID_ADDRESS_OR_KEY}:" not in str(exc):
+            if not _gone(exc):
                 raise
             answers.append(None)
     return answers

@@ -16,7 +16,7 @@ the previous transaction).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,8 +33,8 @@ from drainwatch.model import (
     Utxo,
     UtxoSpend,
 )
-from watchers.bitcoin.block import Block, Tx, outpoint_key
-from watchers.bitcoin.derive import ScriptBook
+from watchers.bitcoin.block import Block, Tx, TxOut, outpoint_key
+from watchers.bitcoin.derive import ScriptBook, WatchedScript
 from watchers.bitcoin.script import address_script, classify, script_address
 
 
@@ -71,19 +71,28 @@ class UtxoScanner:
         self.load(coins)
 
     def load(self, coins: Iterable[Utxo]) -> None:
-        """Replace the watched coins with ``coins`` (the store's unspent set at a checkpoint);
-        their addresses count as used (the gap window moves past them)."""
+        """Replace the watched coins with the unspent ones of ``coins`` (the store's coins at a
+        checkpoint). Every address that ever received one counts as used, spent or not: the
+        gap window moves past it again after a restart, as it did when the coin arrived."""
         coins = list(coins)
-        self.coins = {}
-        for coin in coins:
-            self.coins[outpoint_key(coin.txid, coin.vout)] = WatchedCoin(
-                coin.wallet, coin.address, coin.amount
-            )
+        self.coins = {
+            outpoint_key(c.txid, c.vout): WatchedCoin(c.wallet, c.address, c.amount)
+            for c in coins
+            if c.spent_by is None
+        }
         self.mark_used(coin.address for coin in coins)
 
     def mark_used(self, addresses: Iterable[str]) -> None:
-        for address in set(addresses):
-            self.book.mark_used(address_script(address, self.params))
+        """Each address as used, in any order: one beyond the window (index 9 of a window
+        ending at 4) is taken again once another (index 4) has moved the window to it."""
+        scripts = {address_script(a, self.params) for a in set(addresses)}
+        while scripts:
+            known = {s for s in scripts if self.book.get(s) is not None}
+            if not known:
+                return
+            for script in known:
+                self.book.mark_used(script)
+            scripts -= known
 
     def scan_block(self, block: Block, ref: BlockRef, time: datetime) -> BlockScan:
         """Apply ``block`` to the watched coins and say what it did."""
@@ -97,11 +106,7 @@ class UtxoScanner:
                     if inp.outpoint in coins:
                         spent = self._spent(tx, coins)
                         break
-            paid = [
-                (n, out, watched)
-                for n, out in enumerate(tx.outputs)
-                if (watched := get_script(out.script)) is not None
-            ]
+            paid = self._paid(tx, get_script)
             if spent is None and not paid:
                 continue
             txid = tx.txid
@@ -111,7 +116,6 @@ class UtxoScanner:
                     scan.spends[key] = txid
                     scan.spent.append((_display(key), int.from_bytes(key[32:], "little"), txid))
             for n, out, watched in paid:
-                self.book.mark_used(out.script)
                 coins[outpoint_key(txid, n)] = WatchedCoin(
                     watched.wallet, watched.address, out.value
                 )
@@ -138,6 +142,23 @@ class UtxoScanner:
                 s = event.spend
                 out.append(UtxoSpendSeen(_replace_spend(s, TransferStatus.ORPHANED)))
         return out
+
+    def _paid(
+        self, tx: Tx, get_script: Callable[[bytes], WatchedScript | None]
+    ) -> list[tuple[int, TxOut, WatchedScript]]:
+        """The outputs paying a watched script, with the gap window moved past each one used:
+        a transaction paying indexes 4 and 9 of a wallet whose window ends at 4 pays both
+        (the first use opens the window to the second), so the outputs are looked at again
+        until the window stops moving."""
+        paid: list[tuple[int, TxOut, WatchedScript]] = []
+        while True:
+            paid = [
+                (n, out, watched)
+                for n, out in enumerate(tx.outputs)
+                if (watched := get_script(out.script)) is not None
+            ]
+            if not sum(self.book.mark_used(out.script) for _, out, _ in paid):
+                return paid
 
     @staticmethod
     def _spent(tx: Tx, coins: dict[bytes, WatchedCoin]) -> list[tuple[bytes, WatchedCoin]]:
@@ -169,7 +190,7 @@ class UtxoScanner:
             paid = [o for o in outputs if o.amount > 0]
         else:
             source = ""
-            paid = outputs
+            paid = [o for o in outputs if o.amount > 0]
         for out in paid:
             to = out.address if out.address is not None else f"script:{out.script}"
             events.append(
