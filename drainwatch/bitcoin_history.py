@@ -15,7 +15,9 @@ on the in-process bus, processed as the EVM backfill does (``Replay``). Re-runni
 
 from __future__ import annotations
 
+import secrets
 import sys
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -23,12 +25,13 @@ from pathlib import Path
 from typing import TextIO
 
 from drainwatch.errors import UsageError
+from drainwatch.events import TransferSeen
 from drainwatch.model import BlockRef
-from drainwatch.ports import AlertSink
+from drainwatch.ports import AlertSink, JsonRpc
 from drainwatch.wiring import App, build_rpc
 from watchers.bitcoin.blkfile import BlkFileError, iter_blk_file, read_xor_key
 from watchers.bitcoin.block import NETWORK_MAGIC, BlockFormatError, parse_block, parse_header
-from watchers.bitcoin.node import BitcoinNode, FetchedBitcoinBlock
+from watchers.bitcoin.node import BitcoinNode, FetchedBitcoinBlock, verified_block
 from watchers.bitcoin.utxos import UtxoScanner
 from watchers.follow import NodeInconsistent
 
@@ -65,6 +68,13 @@ def bitcoin_chain(app: App, name: str | None) -> str:
     return name
 
 
+def coins_marker(chain: str) -> str:
+    """The checkpoint key (never a chain name: those have no ``#``) whose change tells a running
+    watcher that a backfill or an import added coins to the store: it reads them again before
+    its next block (``BitcoinFollower``)."""
+    return f"{chain}#coins"
+
+
 def backfill_bitcoin(
     app: App,
     chain_name: str,
@@ -74,14 +84,11 @@ def backfill_bitcoin(
     sinks: Sequence[AlertSink],
     err: TextIO | None,
 ) -> HistoryResult:
-    from drainwatch.backfill import _in_order, _PerThreadRpc
-
     err = err or sys.stderr
     settings = app.settings.chains[chain_name]
-    main_rpc = build_rpc(chain_name, settings)
-    main_rpc.verify_all()  # every endpoint on the configured network before anything is read
-    node = BitcoinNode(main_rpc)
-    confirmed = node.head() - max(app.chains[chain_name].confirmations - 1, 0)
+    rpc = build_rpc(chain_name, settings)
+    rpc.verify_all()  # every endpoint on the configured network before anything is read
+    confirmed = BitcoinNode(rpc).head() - max(app.chains[chain_name].confirmations - 1, 0)
     checkpoint = app.store.get_checkpoint(chain_name)
     if checkpoint is not None:
         if last is not None and last != checkpoint.height:
@@ -103,17 +110,30 @@ def backfill_bitcoin(
         raise UsageError(
             f"--from {first} is above {last}, where {chain_name}'s stretch ends: nothing to do"
         )
-    rpc = _PerThreadRpc(lambda: build_rpc(chain_name, settings), main_rpc)
-    reader = BitcoinNode(rpc)
+    history = _History(app, chain_name, sinks, err)
+    history.run(_over_rpc(app, chain_name, rpc, first, last, workers), last - first + 1)
+    history.catch_up(rpc, workers)
+    return history.result
+
+
+def _over_rpc(
+    app: App, chain_name: str, rpc: JsonRpc, first: int, last: int, workers: int
+) -> Iterator[FetchedBitcoinBlock]:
+    """Blocks ``first..last`` fetched by ``workers`` threads, in height order."""
+    from drainwatch.backfill import _in_order, _PerThreadRpc
+
+    settings = app.settings.chains[chain_name]
+    per_thread = _PerThreadRpc(lambda: build_rpc(chain_name, settings), rpc)
+    reader = BitcoinNode(per_thread)
 
     def fetch(height: int) -> FetchedBitcoinBlock:
         block = reader.block(height)
         if block is None:
-            raise NodeInconsistent(f"{rpc.endpoint}: has no block {height} (any more)")
+            raise NodeInconsistent(f"{per_thread.endpoint}: has no block {height} (any more)")
         return block
 
     with closing(_in_order(fetch, range(first, last + 1), workers)) as blocks:
-        return _apply(app, chain_name, blocks, last - first + 1, sinks, err, first)
+        yield from blocks
 
 
 def import_blk(
@@ -123,71 +143,121 @@ def import_blk(
     sinks: Sequence[AlertSink],
     err: TextIO | None,
 ) -> HistoryResult:
-    """Blocks of Bitcoin Core's ``blk*.dat`` files, the best chain among them in height order."""
+    """Blocks of Bitcoin Core's ``blk*.dat`` files, the best chain among them in height order.
+
+    Everything is read and checked (framing, every block parsed and held against its header's
+    merkle root and witness commitment, one chain from the genesis block without a gap, reaching
+    the watcher's checkpoint if it has one) before anything is written: a bad file is refused
+    whole. Past the files, up to where a running watcher has got meanwhile, the node is read."""
     err = err or sys.stderr
-    network = app.settings.chains[chain_name].network
-    magic = NETWORK_MAGIC[network]
-    chain = _best_chain(files, magic)
+    magic = NETWORK_MAGIC[app.settings.chains[chain_name].network]
+    chain = _best_chain(files, magic, err)
+    checkpoint = app.store.get_checkpoint(chain_name)
+    if checkpoint is not None:
+        if len(chain) <= checkpoint.height:
+            raise UsageError(
+                f"the files end at block {len(chain) - 1}, below the watcher's checkpoint "
+                f"{checkpoint.height} on {chain_name}: the coins they hold may have been spent "
+                "in the blocks between, which the watcher read without knowing them. Add the "
+                "later blk*.dat files, or use `drainwatch backfill` / ファイルがウォッチャーの"
+                "チェックポイントまで届いていません"
+            )
+        if chain[checkpoint.height] != checkpoint.hash:
+            raise UsageError(
+                f"the files' block {checkpoint.height} is {chain[checkpoint.height]}, not the "
+                f"watcher's checkpoint {checkpoint.hash}: another branch (are the files from a "
+                "node of this network, synced?) / ファイルのチェーンが監視中のチェーンと異なります"
+            )
+        chain = chain[: checkpoint.height + 1]
     print(
         f"{chain_name}: {len(chain)} blocks of the best chain in {len(files)} file(s) / "
         f"{len(files)} ファイル中の最良チェーン {len(chain)} ブロック",
         file=err,
     )
-    return _apply(app, chain_name, _in_chain_order(files, magic, chain), len(chain), sinks, err)
+    history = _History(app, chain_name, sinks, err)
+    history.run(_in_chain_order(files, magic, chain), len(chain))
+    if checkpoint is not None:
+        settings = app.settings.chains[chain_name]
+        history.catch_up(build_rpc(chain_name, settings), 1)
+    return history.result
 
 
-def _apply(
-    app: App,
-    chain_name: str,
-    blocks: Iterable[FetchedBitcoinBlock],
-    total: int,
-    sinks: Sequence[AlertSink],
-    err: TextIO,
-    first: int | None = None,
-) -> HistoryResult:
-    from drainwatch.backfill import Replay
+class _History:
+    """Blocks applied in order to the store's coins (from the coins it holds), their events
+    published and processed (``Replay``); on a chain the watcher has not started, the blocks
+    are recorded and the last one becomes its checkpoint."""
 
-    settings = app.settings.chains[chain_name]
-    store = app.store
-    had_checkpoint = store.get_checkpoint(chain_name) is not None
-    scanner = UtxoScanner(
-        chain_name,
-        app.scripts[chain_name],
-        settings.address_params(),
-        store.utxos(chain_name),
-    )
-    result = HistoryResult(chain_name, first if first is not None else -1, -1)
-    parent: str | None = None
-    last: BlockRef | None = None
-    with Replay(app, chain_name, sinks, total, err) as replay:
-        for block in blocks:
-            if parent is not None and block.parent_hash != parent:
-                raise NodeInconsistent(
-                    f"{chain_name}: block {block.ref.height} does not build on the block read "
-                    "before it (a reorg during the run?); run it again"
-                )
-            parent = block.ref.hash
-            if result.first < 0:
-                result.first = block.ref.height
-            scan = scanner.scan_block(block.block, block.ref, block.time)
-            with store.batch():
-                store.apply_utxo_block(chain_name, block.ref, scan.created, scan.spent)
-                if not had_checkpoint:
-                    store.record_block(chain_name, block.ref, block.parent_hash, block.time)
-            result.coins += len(scan.created)
-            result.spends += len(scan.spent)
-            result.transfers += sum(1 for e in scan.events if type(e).__name__ == "TransferSeen")
-            replay.block(scan.events)
-            last = block.ref
-    result.blocks = replay.blocks
-    result.alerts = replay.alerts
-    result.seconds = replay.seconds
-    if last is not None:
-        result.last = last.height
-        if not had_checkpoint and store.get_checkpoint(chain_name) is None:
-            store.set_checkpoint(chain_name, last)
-            result.checkpoint_set = True
-    return result
+    def __init__(self, app: App, chain_name: str, sinks: Sequence[AlertSink], err: TextIO) -> None:
+        self._app = app
+        self._chain = chain_name
+        self._sinks = sinks
+        self._err = err
+        store = app.store
+        self._had_checkpoint = store.get_checkpoint(chain_name) is not None
+        settings = app.settings.chains[chain_name]
+        self._scanner = UtxoScanner(
+            chain_name, app.scripts[chain_name], settings.address_params(), store.utxos(chain_name)
+        )
+        self.result = HistoryResult(chain_name, -1, -1)
+        self._last: BlockRef | None = None
+
+    def run(self, blocks: Iterable[FetchedBitcoinBlock], total: int) -> None:
+        from drainwatch.backfill import Replay
+
+        store, chain_name, r = self._app.store, self._chain, self.result
+        with Replay(self._app, chain_name, self._sinks, total, self._err) as replay:
+            for block in blocks:
+                if self._last is not None and block.parent_hash != self._last.hash:
+                    raise NodeInconsistent(
+                        f"{chain_name}: block {block.ref.height} does not build on the block "
+                        "read before it (a reorg during the run?); run it again"
+                    )
+                if r.first < 0:
+                    r.first = block.ref.height
+                scan = self._scanner.scan_block(block.block, block.ref, block.time)
+                with store.batch():
+                    store.apply_utxo_block(chain_name, block.ref, scan.created, scan.spent)
+                    if not self._had_checkpoint:
+                        store.record_block(chain_name, block.ref, block.parent_hash, block.time)
+                r.coins += len(scan.created)
+                r.spends += len(scan.spent)
+                r.transfers += sum(isinstance(e, TransferSeen) for e in scan.events)
+                replay.block(scan.events)
+                self._last = block.ref
+        r.blocks += replay.blocks
+        r.alerts += replay.alerts
+        r.seconds += replay.seconds
+        if self._last is not None:
+            r.last = self._last.height
+            if not self._had_checkpoint and store.get_checkpoint(chain_name) is None:
+                store.set_checkpoint(chain_name, self._last)
+                r.checkpoint_set = True
+        self._tell_watcher()
+
+    def catch_up(self, rpc: JsonRpc, workers: int) -> None:
+        """A watcher running beside this run went on meanwhile without the coins found here:
+        the blocks it read since are read again with them, until it is not ahead (it reads the
+        coins again before its next block, told by ``coins_marker``)."""
+        if self._last is None:
+            return
+        for wait in (0.0, CATCH_UP_PAUSE):
+            time.sleep(wait)  # the watcher may be finishing a block it began without them
+            while True:
+                checkpoint = self._app.store.get_checkpoint(self._chain)
+                if checkpoint is None or checkpoint.height <= self._last.height:
+                    break
+                first, last = self._last.height + 1, checkpoint.height
+                blocks = _over_rpc(self._app, self._chain, rpc, first, last, workers)
+                self.run(blocks, last - first + 1)
+
+    def _tell_watcher(self) -> None:
+        marker = BlockRef(self.result.last, secrets.token_hex(32))
+        self._app.store.set_checkpoint(coins_marker(self._chain), marker)
+
+
+#: How long a backfill or import waits, once done, for a watcher that was in the middle of a
+#: block to move its checkpoint, before looking a last time whether it went on without them.
+CATCH_UP_PAUSE = 2.0
 
 
 def say_history(r: HistoryResult, err: TextIO) -> None:
@@ -205,9 +275,9 @@ def say_history(r: HistoryResult, err: TextIO) -> None:
             file=err,
         )
     print(
-        f"{r.chain}: a `drainwatch watch` already running reads the coins found here within "
-        "10 minutes (or at once when restarted) / 稼働中の watch は 10 分以内（再起動時は即時）に"
-        "このコインを監視対象にします",
+        f"{r.chain}: a `drainwatch watch` running meanwhile reads the coins found here before "
+        "its next block (the blocks it read without them were read again here) / 稼働中の watch "
+        "は次のブロックからこのコインを監視対象にします（それまでのブロックはここで再処理済み）",
         file=err,
     )
 
@@ -221,27 +291,40 @@ class _Link:
     work: int
 
 
-def _headers(files: Sequence[Path], magic: bytes) -> Iterator[tuple[str, bytes]]:
+def _headers(
+    files: Sequence[Path], magic: bytes, err: TextIO | None
+) -> Iterator[tuple[str, bytes]]:
+    """Every raw block of the files, in file order; with ``err``, a line per file read."""
     for path in files:
-        key = read_xor_key(path.parent)
+        count = 0
         try:
+            key = read_xor_key(path.parent)
             for raw in iter_blk_file(path, magic, xor_key=key):
+                count += 1
                 yield str(path), raw
         except BlkFileError as exc:
             raise UsageError(str(exc)) from None
         except OSError as exc:
             raise UsageError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+        if err is not None:
+            print(f"{path}: {count} blocks checked / {count} ブロック確認済み", file=err)
 
 
-def _best_chain(files: Sequence[Path], magic: bytes) -> list[str]:
-    """The hashes of the chain with the most work among the files' blocks, oldest first."""
+def _best_chain(files: Sequence[Path], magic: bytes, err: TextIO) -> list[str]:
+    """The hashes of the chain with the most work among the files' blocks, from the genesis
+    block on. Every block is parsed and checked against its header first (a damaged block is
+    refused before anything is written); a block that does not descend from the genesis block
+    through the files' blocks means a file is missing, and is refused too: a chain with a hole
+    would be imported with coins missing, silently."""
     links: dict[str, _Link] = {}
-    for path, raw in _headers(files, magic):
+    for path, raw in _headers(files, magic, err):
         try:
-            header = parse_header(raw)
+            header = verified_block(raw).header
         except BlockFormatError as exc:
             raise UsageError(f"{path}: {exc}") from None
         links[header.hash] = _Link(header.prev_hash, _work(header.bits))
+    if not links:
+        raise UsageError("the block files hold no block / ブロックファイルにブロックがありません")
     total: dict[str, int] = {}
     for start in links:
         walk: list[str] = []
@@ -249,12 +332,16 @@ def _best_chain(files: Sequence[Path], magic: bytes) -> list[str]:
         while node in links and node not in total:
             walk.append(node)
             node = links[node].prev
+        if node not in total and node != ZERO_HASH:
+            raise UsageError(
+                f"block {walk[-1]} builds on block {node}, which is in none of the files: a "
+                "file is missing (give every blk*.dat from blk00000.dat on) / 途中のブロック"
+                "ファイルが欠けています（blk00000.dat から順にすべて指定してください）"
+            )
         base = total.get(node, 0)
         for h in reversed(walk):
             base += links[h].work
             total[h] = base
-    if not total:
-        raise UsageError("the block files hold no block / ブロックファイルにブロックがありません")
     tip = max(total, key=lambda h: total[h])
     chain: list[str] = []
     node = tip
@@ -274,57 +361,17 @@ def _work(bits: int) -> int:
 def _in_chain_order(
     files: Sequence[Path], magic: bytes, chain: list[str]
 ) -> Iterator[FetchedBitcoinBlock]:
-    """The chain's blocks in order, each with its height; blocks that arrive early (Core writes
-    them as they are downloaded, a little out of order) wait in memory until their turn."""
+    """The chain's blocks in order, each with its height (the first is the genesis block);
+    blocks that arrive early (Core writes them as they are downloaded, a little out of order)
+    wait in memory until their turn."""
     wanted = {h: i for i, h in enumerate(chain)}
     early: dict[int, bytes] = {}
     position = 0
-    base: int | None = None
-    for path, raw in _headers(files, magic):
+    for _path, raw in _headers(files, magic, None):
         i = wanted.get(parse_header(raw).hash)
         if i is None or i < position:
             continue  # a stale block, or one seen twice
         early[i] = raw
         while position in early:
-            data = early.pop(position)
-            try:
-                block = parse_block(data)
-            except BlockFormatError as exc:
-                raise UsageError(f"{path}: block {chain[position]}: {exc}") from None
-            if base is None:
-                base = _first_height(block, chain[0])
-            yield FetchedBitcoinBlock(block, base + position)
+            yield FetchedBitcoinBlock(parse_block(early.pop(position)), position)
             position += 1
-
-
-def _first_height(block: object, block_hash: str) -> int:
-    from watchers.bitcoin.block import Block
-
-    assert isinstance(block, Block)
-    if block.header.prev_hash == ZERO_HASH:
-        return 0
-    height = _bip34_height(block)
-    if height is None:
-        raise UsageError(
-            f"the files' first block {block_hash} is not the genesis block and carries no "
-            "height (BIP34): import from the first block file (blk00000.dat) on / "
-            "最初のブロックファイル（blk00000.dat）から取り込んでください"
-        )
-    return height
-
-
-def _bip34_height(block: object) -> int | None:
-    from watchers.bitcoin.block import Block
-
-    assert isinstance(block, Block)
-    if block.header.version < 2 or not block.txs:
-        return None
-    script = block.txs[0].inputs[0].script_sig
-    if not script:
-        return None
-    size = script[0]
-    if 0x51 <= size <= 0x60:  # OP_1 .. OP_16
-        return size - 0x50
-    if not 1 <= size <= 8 or len(script) < 1 + size:
-        return None
-    return int.from_bytes(script[1 : 1 + size], "little")

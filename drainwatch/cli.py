@@ -252,9 +252,18 @@ def _import(args: argparse.Namespace) -> int:
     from drainwatch.bitcoin_history import bitcoin_chain, import_blk, say_history
     from drainwatch.wiring import build_sinks, open_app
 
-    missing = [str(f) for f in args.files if not f.is_file()]
-    if missing:
-        raise UsageError(f"no such file / ファイルがありません: {', '.join(missing)}")
+    for path in args.files:
+        if path.is_dir():
+            raise UsageError(f"{path} is a directory: give the blk*.dat files / ディレクトリです")
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file / ファイルがありません")
+    from drainwatch.config import load_config
+
+    if not any(c.kind == "bitcoin" for c in load_config(args.config).chains.values()):
+        raise UsageError(
+            f"{args.config} has no Bitcoin chain: bitcoin-blk files fill a `kind: bitcoin` "
+            "chain's history / 設定に Bitcoin チェーンがありません"
+        )
     with open_app(args.config) as app:
         chain = bitcoin_chain(app, args.chain)
         result = import_blk(app, chain, args.files, build_sinks(app.settings), sys.stderr)
@@ -275,7 +284,14 @@ def _balances(args: argparse.Namespace) -> int:
         decimals = app.chains[chain].native_decimals
         symbol = app.chains[chain].native_symbol
         checkpoint = app.store.get_checkpoint(chain)
-        height = args.height if args.height is not None else (checkpoint and checkpoint.height)
+        top = checkpoint.height if checkpoint is not None else None
+        if args.height is not None and (top is None or args.height > top):
+            raise UsageError(
+                f"--height {args.height} is above what drainwatch has read of {chain} "
+                f"({'nothing yet' if top is None else f'block {top}'}): balances there are "
+                "not known / まだ読んでいない高さです"
+            )
+        height = args.height if args.height is not None else top
         balances = app.store.utxo_balances(chain, args.height)
         wallets = [w.name for w in app.book.wallets if w.chain == chain]
         total = sum(balances.values())

@@ -239,7 +239,7 @@ class ChainSettings(ConfigModel):
     address_prefixes: AddressPrefixes | None = Field(
         None, description="bitcoin only: override prefixes for custom nodes (e.g. bcoin regtest)."
     )
-    gap_limit: Annotated[StrictInt, Field(ge=1, le=10_000)] = Field(
+    gap_limit: Annotated[StrictInt, Field(ge=1, le=1_000)] = Field(
         20,
         description=(
             "bitcoin only: unused addresses derived ahead of the last used one on each chain "

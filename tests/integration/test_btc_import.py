@@ -180,3 +180,77 @@ def test_a_damaged_file_is_refused_before_anything_is_written(
         assert main(["import", str(config), "--format", "bitcoin-blk", str(mainnet)]) == 2
     with redirect_stderr(err):
         assert main(["import", str(config), "--format", "bitcoin-blk", "nope.dat"]) == 2
+
+
+def test_a_missing_file_or_a_tampered_block_is_refused_whole(
+    tmp_path: Path,
+    bcoin_node: BcoinNode,
+    history: tuple[RegtestWallet, RegtestWallet, list[bytes], list[str]],
+) -> None:
+    from watchers.bitcoin.block import parse_block
+
+    hot, cold, blocks, _ = history
+    config = write_config(tmp_path, bcoin_node, hot, cold)
+    # A file missing in the middle: blocks 200.. build on a block in no file.
+    first, third = tmp_path / "blk00000.dat", tmp_path / "blk00002.dat"
+    write_blk(first, blocks[:200])
+    write_blk(third, blocks[300:])
+    # Blocks altered under an intact header: a transaction's output value (its txid changes:
+    # the merkle root), a witness (only its wtxid changes: the witness commitment).
+    spend = next(i for i, b in enumerate(blocks) if len(parse_block(b).txs) > 1)
+    altered = {}
+    for name in ("value", "witness"):
+        block = parse_block(blocks[spend])
+        tx = block.txs[-1]
+        if name == "value":
+            tx.outputs[0].value += 1
+        else:
+            items = list(tx.inputs[0].witness)
+            k = next(i for i, item in enumerate(items) if item)  # a signature
+            items[k] = bytes([items[k][0] ^ 1]) + items[k][1:]
+            tx.inputs[0].witness = tuple(items)
+        path = tmp_path / name / "blk00000.dat"
+        path.parent.mkdir()
+        write_blk(path, [*blocks[:spend], block.serialize(), *blocks[spend + 1 :]])
+        altered[name] = path
+    for files, said in (
+        ([first, third], "a file is missing"),
+        ([altered["value"]], "merkle root"),
+        ([altered["witness"]], "witness commitment"),
+    ):
+        err = io.StringIO()
+        with redirect_stderr(err):
+            code = main(["import", str(config), "--format", "bitcoin-blk", *map(str, files)])
+        assert code == 2 and said in err.getvalue(), err.getvalue()
+        assert "Traceback" not in err.getvalue()
+    store = open_store(f"sqlite:///{tmp_path / 'dw.db'}")
+    try:
+        assert store.utxos(CHAIN) == [] and store.transfers() == []
+        assert store.get_checkpoint(CHAIN) is None
+    finally:
+        store.close()
+
+
+def test_files_that_end_below_the_watchers_checkpoint_are_refused(
+    tmp_path: Path,
+    bcoin_node: BcoinNode,
+    history: tuple[RegtestWallet, RegtestWallet, list[bytes], list[str]],
+) -> None:
+    hot, cold, blocks, _ = history
+    config = write_config(tmp_path, bcoin_node, hot, cold)
+    watch = Watch(config, start=None)  # a watcher already at the head
+    try:
+        watch.step()
+    finally:
+        watch.close()
+    early = tmp_path / "blk00000.dat"
+    write_blk(early, blocks[:300])
+    err = io.StringIO()
+    with redirect_stderr(err):
+        assert main(["import", str(config), "--format", "bitcoin-blk", str(early)]) == 2
+    assert "below the watcher's checkpoint" in err.getvalue()
+    store = open_store(f"sqlite:///{tmp_path / 'dw.db'}")
+    try:
+        assert store.utxos(CHAIN) == []
+    finally:
+        store.close()

@@ -415,7 +415,7 @@ def test_balances_command_per_wallet_and_in_total(
     sats = int(cold_line.rsplit("(", 1)[1].split()[0])
     assert sats > before  # before the drain: its amount, its fee
     assert f"{sats // 10**8}.{sats % 10**8:08d} BTC" in cold_line
-    for bad in (["--height", "-1"], ["--chain", "nope"]):
+    for bad in (["--height", "-1"], ["--chain", "nope"], ["--height", str(10**30)]):
         assert main(["balances", config, *bad]) == 2
         assert "Traceback" not in capsys.readouterr().err
     assert main(["balances", str(tmp_path / "missing.yaml")]) == 2
@@ -554,3 +554,33 @@ def test_the_gap_window_survives_a_restart_after_the_coins_are_gone(
         assert second.balances() == {"btc-hot": 3_000_000}
     finally:
         second.close()
+
+
+def test_a_backfill_beside_a_running_watcher_hands_it_the_coins(
+    tmp_path: Path,
+    bcoin_node: BcoinNode,
+    wallets: tuple[RegtestWallet, RegtestWallet],
+    auth: None,
+) -> None:
+    import io
+
+    from drainwatch.backfill import run_backfill
+
+    hot, cold = wallets
+    config = write_config(tmp_path, bcoin_node, hot, cold)
+    running = Watch(config, start=None)  # started at the head: knows no coin
+    try:
+        running.step()
+        assert running.balances() == {}
+        out = io.StringIO()
+        assert run_backfill(config, CHAIN, 0, None, workers=2, stream=out, err=out) == 0
+        # The running watcher learns of the coins before its next block: a drain now is seen.
+        drain = cold.send(bcoin_node, [(ATTACKER.address(), 100_000_000)])
+        bcoin_node.mine(1, SINK_ADDRESS)
+        running.step()
+        transfers = running.transfers(drain.txid)
+        assert ATTACKER.address() in {t.to_address for t in transfers}
+        assert {t.status for t in transfers} == {TransferStatus.CONFIRMED}
+        assert running.balances() == expected(hot, cold)
+    finally:
+        running.close()

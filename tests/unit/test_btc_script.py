@@ -177,3 +177,15 @@ def test_custom_params_round_trip() -> None:
         address_script(script_address(scripts[0], MAINNET) or "", BCOIN_REGTEST)
     with pytest.raises(InvalidAddress):
         address_script("not an address", MAINNET)
+
+
+def test_an_address_too_long_for_bech32_is_kept_as_script() -> None:
+    """A witness v1 program of 40 bytes under a 20-character custom prefix passes bech32's 90
+    characters: it has no address, and the scanner must not stop on it."""
+    from drainwatch.addresses import BitcoinAddressParams
+
+    long_prefix = BitcoinAddressParams(p2pkh=0, p2sh=5, bech32_hrp="a" * 20)
+    script = bytes([0x51, 40]) + bytes(range(40))
+    assert classify(script) == "witness_unknown"
+    assert script_address(script, long_prefix) is None
+    assert script_address(script, MAINNET) is not None

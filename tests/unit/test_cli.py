@@ -93,3 +93,29 @@ def test_check_config_derives_every_descriptor_as_watch_will(
     err = capsys.readouterr().err
     assert "wallet 'cold' descriptors[0]" in err and "hardened" in err
     assert XPUB not in err and "Traceback" not in err
+
+
+def test_import_refuses_bad_files_and_configs_without_a_bitcoin_chain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "evm.yaml"
+    config.write_text(
+        "exchange: {name: T}\n"
+        f"store: {{url: 'sqlite:///{tmp_path / 'dw.db'}'}}\n"
+        "chains:\n  eth: {kind: evm, network: mainnet, chain_id: 1, "
+        "rpc: [{url: 'http://127.0.0.1:8545'}]}\n"
+        "wallets:\n  hot: {chain: eth, role: hot, custody: {kind: single_key}, "
+        "addresses: ['0x00000000219ab540356cBB839Cbe05303d7705Fa']}\n"
+    )
+    blk = tmp_path / "blk00000.dat"
+    blk.write_bytes(b"")
+    for files, said in (
+        ([str(tmp_path)], "is a directory"),
+        ([str(tmp_path / "nope.dat")], "no such file"),
+        ([str(blk)], "has no Bitcoin chain"),
+    ):
+        assert main(["import", str(config), "--format", "bitcoin-blk", *files]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err, err
+    assert not (tmp_path / "dw.db").exists()  # nothing written, not even an empty store
+    assert main(["import", str(config), "--format", "etherscan-csv", str(blk)]) == 2

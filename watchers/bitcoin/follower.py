@@ -5,12 +5,12 @@ coins and scripts (``UtxoScanner``). With each block the store gets the watched 
 and spent (``apply_utxo_block``) before its events are published; at start, and after a block
 left half done or a reorg, the store's UTXO set is rewound to the checkpoint and read back, so
 the scanner always starts a block from the set as it was after the block before. The set is
-also read again every ``RELOAD_SECONDS``, to pick up coins a backfill or import stored meanwhile.
+also read again before the next block when a backfill or import has stored coins meanwhile
+(they move a marker checkpoint, ``drainwatch.bitcoin_history.coins_marker``).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from drainwatch.addresses import BitcoinAddressParams
@@ -23,10 +23,6 @@ from watchers.bitcoin.mempool import BitcoinMempool
 from watchers.bitcoin.node import BitcoinNode, FetchedBitcoinBlock
 from watchers.bitcoin.utxos import BlockScan, UtxoScanner
 from watchers.follow import Follower
-
-#: How often the watched coins are read from the store again even when nothing went wrong: a
-#: ``drainwatch backfill`` or ``import`` run beside a running watcher adds coins to the store.
-RELOAD_SECONDS = 600.0
 
 
 class BitcoinFollower(Follower[FetchedBitcoinBlock]):
@@ -63,7 +59,9 @@ class BitcoinFollower(Follower[FetchedBitcoinBlock]):
         self._scan: BlockScan | None = None
         self._settling: list[str] = []
         self._restored = False
-        self._loaded_at = time.monotonic()
+        #: Moved by a backfill or import that stored coins (``coins_marker``).
+        self._marker = f"{chain.name}#coins"
+        self._marker_seen = store.get_checkpoint(self._marker)
 
     def node_head(self) -> int:
         return self.node.head()
@@ -72,6 +70,10 @@ class BitcoinFollower(Follower[FetchedBitcoinBlock]):
         return self.node.block_ref(height)
 
     def fetch(self, height: int) -> FetchedBitcoinBlock | None:
+        marker = self._store.get_checkpoint(self._marker)
+        if marker != self._marker_seen:  # a backfill or import stored coins: read them
+            self._marker_seen = marker
+            self.resync(self._store.get_checkpoint(self.chain.name))
         return self.node.block(height)
 
     def extract(self, block: FetchedBitcoinBlock) -> list[Event]:
@@ -91,13 +93,7 @@ class BitcoinFollower(Follower[FetchedBitcoinBlock]):
         if scan is not None:
             self.mempool.coins_known(outpoint_key(c.txid, c.vout) for c in scan.created)
 
-    def step(self, until: int | None = None) -> int:
-        if time.monotonic() - self._loaded_at > RELOAD_SECONDS:
-            self._synced = False  # read the coins again: a backfill or import may have added some
-        return super().step(until)
-
     def resync(self, checkpoint: BlockRef | None) -> None:
-        self._loaded_at = time.monotonic()
         if checkpoint is not None:
             self._store.rewind_utxos(self.chain.name, checkpoint.height)
         self.scanner.load(self._store.utxos(self.chain.name))

@@ -86,7 +86,10 @@ def script_address(script: bytes, params: BitcoinAddressParams) -> str | None:
     version = witness_version(script)
     if version is None or (version == 0 and n not in (22, 34)):
         return None
-    return encode_segwit_address(params.bech32_hrp, version, script[2:])
+    try:
+        return encode_segwit_address(params.bech32_hrp, version, script[2:])
+    except InvalidAddress:
+        return None  # past bech32's 90 characters (a long custom prefix): keep the script hex
 
 
 def address_script(address: str, params: BitcoinAddressParams) -> bytes:
