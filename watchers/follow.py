@@ -139,12 +139,6 @@ class Follower(Generic[B]):
         while True:
             tip = self._store.get_checkpoint(self.chain.name)
             height = self._next_height(tip, target)
-            if tip is None and 0 < height <= target:
-                # A new deployment: the block below its first is its checkpoint before anything
-                # is processed, so that a crash in the first block resumes at that block, not
-                # at a later head (skipping the ones between).
-                self._store.set_checkpoint(self.chain.name, self.node_block(height - 1))
-                continue
             if self._synced != tip:
                 self.resync(tip)
                 self._synced = tip
@@ -154,6 +148,12 @@ class Follower(Generic[B]):
             block = self.fetch(height)
             if block is None:  # the node (or the backend that answered) has not got it yet
                 return processed
+            if tip is None and height > 0:
+                # A new deployment: the block below its first becomes its checkpoint before
+                # anything is processed, so that a crash in the first block resumes at that
+                # block, not at a later head (skipping the ones between).
+                tip = BlockRef(height - 1, block.parent_hash)
+                self._store.set_checkpoint(self.chain.name, tip)
             if tip is not None and block.parent_hash != tip.hash:
                 self._rewind(tip)
                 continue

@@ -175,7 +175,7 @@ def test_drill_shows_every_scene_of_the_evm_and_bitcoin_watchers(
 
     # (f) the multisig cold wallet drained: critical, first from the mempool, then confirmed,
     # the same alert; its change back to btc-cold is its own (a warning).
-    drain = only(blocks, "[CRITICAL] Outflow from cold wallet: btc-cold", "amount 19 BTC")
+    drain = only(blocks, "[CRITICAL] Outflow from cold wallet: btc-cold", "amount 19.00000000 BTC")
     assert [field(b, r"  state (.+?)  rule") for b in drain] == ["pending (mempool)", "confirmed"]
     assert "on bitcoin-drill" in drain[0] and "block -" in drain[0]
     assert "【重大】コールドウォレットからの送金: btc-cold（コールド, multisig 2-of-3）" in drain[0]

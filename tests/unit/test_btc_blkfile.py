@@ -96,3 +96,13 @@ def test_wrong_magic(tmp_path: Path, blocks: list[bytes]) -> None:
     assert next(reader) == blocks[0]
     with pytest.raises(BlkFileError, match=f"offset {8 + len(blocks[0])}: .*not a block file"):
         next(reader)
+
+
+def test_a_record_whose_magic_only_starts_with_zero_is_not_the_tail(
+    tmp_path: Path, blocks: list[bytes]
+) -> None:
+    """Only four zero bytes end a file; a magic of 00 11 22 33 is another file's, or damage."""
+    path = tmp_path / "blk00000.dat"
+    path.write_bytes(_records(blocks[:2]) + b"\x00\x11\x22\x33" + bytes(64))
+    with pytest.raises(BlkFileError, match="offset"):
+        list(iter_blk_file(path, MAINNET))

@@ -319,3 +319,17 @@ def test_damaged_blocks_only_ever_raise_block_format_error(
         return
     assert isinstance(block, Block)
     assert block.serialize() == data  # whatever parses re-serializes to the same bytes
+
+
+def test_the_last_commitment_output_is_the_commitment(shared_data: Path) -> None:
+    """BIP141: when several coinbase outputs carry the commitment pattern, the last one counts."""
+    from watchers.bitcoin.block import TxOut
+
+    block = parse_block(_raw(shared_data, 481829))
+    assert block.witness_commitment_ok() is True
+    coinbase = block.txs[0]
+    bogus = TxOut(0, bytes.fromhex("6a24aa21a9ed") + b"\x11" * 32)
+    coinbase.outputs.insert(0, bogus)  # before the real one: the real one is still the last
+    assert block.witness_commitment_ok() is True
+    coinbase.outputs.append(bogus)  # after it: the bogus one counts, and does not match
+    assert block.witness_commitment_ok() is False

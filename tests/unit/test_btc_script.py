@@ -189,3 +189,14 @@ def test_an_address_too_long_for_bech32_is_kept_as_script() -> None:
     assert classify(script) == "witness_unknown"
     assert script_address(script, long_prefix) is None
     assert script_address(script, MAINNET) is not None
+
+
+@pytest.mark.parametrize("prefix", [0x04, 0x06, 0x07])
+def test_uncompressed_and_hybrid_keys_are_p2pk_and_multisig(prefix: int) -> None:
+    """Bitcoin Core's templates take 65-byte keys with prefix 04 and the hybrid 06/07."""
+    key = bytes([prefix]) + bytes(range(64))
+    assert classify(bytes([65]) + key + b"\xac") == "p2pk"
+    compressed = b"\x02" + bytes(32)
+    multisig = b"\x51" + bytes([65]) + key + bytes([33]) + compressed + b"\x52\xae"
+    assert classify(multisig) == "multisig"
+    assert classify(bytes([65]) + b"\x05" + bytes(range(64)) + b"\xac") == "nonstandard"
