@@ -49,7 +49,9 @@ REAL_SHARE = 50  # one real script / outpoint of the block in this many is watch
 Match = tuple[str, int, int]
 
 
-def watchlists(raw: bytes, rng: random.Random) -> tuple[set[bytes], dict[bytes, int]]:
+def watchlists(
+    raw: bytes, rng: random.Random, share: int = REAL_SHARE
+) -> tuple[set[bytes], dict[bytes, int]]:
     """100k random p2wpkh/p2pkh scripts and 1M random outpoints, plus some of the block's."""
     scripts = {
         b"\x00\x14" + rng.randbytes(20)
@@ -64,8 +66,8 @@ def watchlists(raw: bytes, rng: random.Random) -> tuple[set[bytes], dict[bytes, 
     real_ins = [
         i.prevout.hash + i.prevout.n.to_bytes(4, "little") for tx in block.vtx for i in tx.vin
     ]
-    scripts.update(real_outs[::REAL_SHARE])
-    outpoints.update((key, n) for n, key in enumerate(real_ins[1::REAL_SHARE]))
+    scripts.update(real_outs[::share])
+    outpoints.update((key, n) for n, key in enumerate(real_ins[1::share]))
     return scripts, outpoints
 
 
@@ -122,9 +124,9 @@ def _per_call(fn: Callable[[], object], repeat: int) -> float:
     return (time.perf_counter() - start) / repeat
 
 
-def bench_job(name: str, rounds: int, repeat: int) -> None:
+def bench_job(name: str, rounds: int, repeat: int, share: int) -> None:
     raw = (DATA / name).read_bytes()
-    scripts, outpoints = watchlists(raw, random.Random(name))
+    scripts, outpoints = watchlists(raw, random.Random(name), share)
     received, spent = job(raw, scripts, outpoints)
     ref = CBlock.deserialize(raw)
     ins = sum(len(tx.vin) for tx in ref.vtx)
@@ -193,11 +195,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--blk-blocks", type=int, default=200)
+    parser.add_argument(
+        "--real-share",
+        type=int,
+        default=REAL_SHARE,
+        help="one real output script / input outpoint of the block in this many is watched",
+    )
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}; watched: {WATCHED_SCRIPTS:,} scripts, ", end="")
-    print(f"{WATCHED_OUTPOINTS:,} outpoints; {args.rounds} rounds x {args.repeat} calls")
+    print(f"{WATCHED_OUTPOINTS:,} outpoints; {args.rounds} rounds x {args.repeat} calls;", end="")
+    print(f" 1 real script/outpoint in {args.real_share} watched")
     for name in JOB_BLOCKS:
-        bench_job(name, args.rounds, args.repeat)
+        bench_job(name, args.rounds, args.repeat, args.real_share)
     bench_blkfile(args.blk_blocks, args.rounds)
 
 

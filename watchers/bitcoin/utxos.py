@@ -106,7 +106,11 @@ class UtxoScanner:
                     if inp.outpoint in coins:
                         spent = self._spent(tx, coins)
                         break
-            paid = self._paid(tx, get_script)
+            paid: list[tuple[int, TxOut, WatchedScript]] = []
+            for out in tx.outputs:  # inline: this loop runs for every output of every block
+                if get_script(out.script) is not None:
+                    paid = self._paid(tx, get_script)
+                    break
             if spent is None and not paid:
                 continue
             txid = tx.txid
