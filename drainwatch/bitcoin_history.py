@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import secrets
 import sys
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -112,7 +111,6 @@ def backfill_bitcoin(
         )
     history = _History(app, chain_name, sinks, err)
     history.run(_over_rpc(app, chain_name, rpc, first, last, workers), last - first + 1)
-    history.catch_up(rpc, workers)
     return history.result
 
 
@@ -148,7 +146,7 @@ def import_blk(
     Everything is read and checked (framing, every block parsed and held against its header's
     merkle root and witness commitment, one chain from the genesis block without a gap, reaching
     the watcher's checkpoint if it has one) before anything is written: a bad file is refused
-    whole. Past the files, up to where a running watcher has got meanwhile, the node is read."""
+    whole."""
     err = err or sys.stderr
     magic = NETWORK_MAGIC[app.settings.chains[chain_name].network]
     chain = _best_chain(files, magic, err)
@@ -176,9 +174,6 @@ def import_blk(
     )
     history = _History(app, chain_name, sinks, err)
     history.run(_in_chain_order(files, magic, chain), len(chain))
-    if checkpoint is not None:
-        settings = app.settings.chains[chain_name]
-        history.catch_up(build_rpc(chain_name, settings), 1)
     return history.result
 
 
@@ -234,30 +229,11 @@ class _History:
                 r.checkpoint_set = True
         self._tell_watcher()
 
-    def catch_up(self, rpc: JsonRpc, workers: int) -> None:
-        """A watcher running beside this run went on meanwhile without the coins found here:
-        the blocks it read since are read again with them, until it is not ahead (it reads the
-        coins again before its next block, told by ``coins_marker``)."""
-        if self._last is None:
-            return
-        for wait in (0.0, CATCH_UP_PAUSE):
-            time.sleep(wait)  # the watcher may be finishing a block it began without them
-            while True:
-                checkpoint = self._app.store.get_checkpoint(self._chain)
-                if checkpoint is None or checkpoint.height <= self._last.height:
-                    break
-                first, last = self._last.height + 1, checkpoint.height
-                blocks = _over_rpc(self._app, self._chain, rpc, first, last, workers)
-                self.run(blocks, last - first + 1)
-
     def _tell_watcher(self) -> None:
+        """A watcher running beside this run went on without the coins found here: the marker
+        sends it back to this run's last block, to read the blocks after it again with them."""
         marker = BlockRef(self.result.last, secrets.token_hex(32))
         self._app.store.set_checkpoint(coins_marker(self._chain), marker)
-
-
-#: How long a backfill or import waits, once done, for a watcher that was in the middle of a
-#: block to move its checkpoint, before looking a last time whether it went on without them.
-CATCH_UP_PAUSE = 2.0
 
 
 def say_history(r: HistoryResult, err: TextIO) -> None:
@@ -275,9 +251,9 @@ def say_history(r: HistoryResult, err: TextIO) -> None:
             file=err,
         )
     print(
-        f"{r.chain}: a `drainwatch watch` running meanwhile reads the coins found here before "
-        "its next block (the blocks it read without them were read again here) / 稼働中の watch "
-        "は次のブロックからこのコインを監視対象にします（それまでのブロックはここで再処理済み）",
+        f"{r.chain}: a `drainwatch watch` running meanwhile takes the coins found here at its "
+        "next round, and reads again with them the blocks it read without them / 稼働中の watch "
+        "は次の周回でこのコインを取り込み、それまでに読んだブロックを読み直します",
         file=err,
     )
 
@@ -375,3 +351,18 @@ def _in_chain_order(
         while position in early:
             yield FetchedBitcoinBlock(parse_block(early.pop(position)), position)
             position += 1
+        if len(early) > EARLY_LIMIT:
+            raise UsageError(
+                f"block {position} ({chain[position]}) was in the files when they were checked "
+                "and is not now: did they change during the import? / 取り込み中にファイルが"
+                "変更されました"
+            )
+    if position < len(chain):
+        raise UsageError(
+            f"block {position} ({chain[position]}) was in the files when they were checked and "
+            "is not now: did they change during the import? / 取り込み中にファイルが変更されました"
+        )
+
+
+#: Blocks held back waiting for an earlier one: Core downloads up to 1,024 blocks ahead.
+EARLY_LIMIT = 4096

@@ -182,7 +182,8 @@ def _endpoint(name: str, i: int, chain: ChainSettings) -> HttpJsonRpc | WsJsonRp
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
             headers["Authorization"] = f"Basic {token}"
         return WsJsonRpc(url, headers=headers)
-    return HttpJsonRpc(url, basic_auth=auth, headers=headers)
+    bitcoin = chain.kind is ChainKind.BITCOIN
+    return HttpJsonRpc(url, basic_auth=auth, headers=headers, core_errors=bitcoin)
 
 
 def _endpoint_url(where: str, url: str | None, url_env: str | None, kind: ChainKind) -> str:

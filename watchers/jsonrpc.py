@@ -60,8 +60,13 @@ class HttpJsonRpc:
         headers: dict[str, str] | None = None,
         timeout: float = 10.0,
         session: requests.Session | None = None,
+        core_errors: bool = False,
     ) -> None:
+        """``core_errors``: the node is a Bitcoin Core, which (before v28) answers a refused
+        call with HTTP 500 and its error in the body: read that as an answer (see
+        ``_application_error``), not as a server failure."""
         self._url = url
+        self._core_errors = core_errors
         self._auth = basic_auth
         self._timeout = timeout
         self._session = session or requests.Session()
@@ -151,7 +156,11 @@ class HttpJsonRpc:
                 f"{self.endpoint}: {label} failed: {type(exc).__name__}"
             ) from None
         status = response.status_code
-        if status >= 500 and (answer := _application_error(response.content)) is not None:
+        if (
+            status == 500
+            and self._core_errors
+            and (answer := _application_error(response.content)) is not None
+        ):
             return answer
         if status == 429 or status >= 500:
             raise RetriableRpcError(f"{self.endpoint}: {label} answered HTTP {status}")

@@ -584,3 +584,46 @@ def test_a_backfill_beside_a_running_watcher_hands_it_the_coins(
         assert running.balances() == expected(hot, cold)
     finally:
         running.close()
+
+
+def test_blocks_a_watcher_read_during_a_backfill_are_read_again_with_its_coins(
+    tmp_path: Path,
+    bcoin_node: BcoinNode,
+    wallets: tuple[RegtestWallet, RegtestWallet],
+    auth: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a backfill runs, the live watcher reads a block that drains a coin only the
+    backfill knows of; once the backfill is done, the watcher goes back and reads it again."""
+    import io
+
+    from drainwatch import backfill as backfill_module
+    from drainwatch.backfill import run_backfill
+
+    hot, cold = wallets
+    config = write_config(tmp_path, bcoin_node, hot, cold)
+    running = Watch(config, start=None)
+    drained: list[str] = []
+    real_block = backfill_module.Replay.block
+
+    def block_then_drain(self: backfill_module.Replay, events: list[object]) -> None:
+        real_block(self, events)  # type: ignore[arg-type]
+        if not drained and self.blocks == 10:  # mid-backfill: the drain, read by the watcher
+            drained.append(cold.send(bcoin_node, [(ATTACKER.address(), 100_000_000)]).txid)
+            bcoin_node.mine(1, SINK_ADDRESS)
+            running.step()
+
+    try:
+        running.step()
+        monkeypatch.setattr(backfill_module.Replay, "block", block_then_drain)
+        out = io.StringIO()
+        assert run_backfill(config, CHAIN, 0, None, workers=1, stream=out, err=out) == 0
+        [drain] = drained
+        assert ATTACKER.address() not in {t.to_address for t in running.transfers(drain)}
+        running.step()  # the marker: back to the backfill's last block, the drain read again
+        transfers = running.transfers(drain)
+        assert ATTACKER.address() in {t.to_address for t in transfers}
+        assert running.balances() == expected(hot, cold)
+        assert any(a.tx_hash == drain for a in running.app.store.alerts())
+    finally:
+        running.close()

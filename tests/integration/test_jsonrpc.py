@@ -73,9 +73,7 @@ def odd_server() -> Iterator[str]:
         ("/denied", RpcError),
         ("/neither", MalformedRpcResponse),
         ("/list", MalformedRpcResponse),
-        ("/core-notx", RpcError),
-        ("/core-warmup", RetriableRpcError),
-        ("/core-internal", RetriableRpcError),
+        ("/core-notx", RetriableRpcError),  # from an EVM node: a server failure
     ],
 )
 def test_answers_are_classified(odd_server: str, path: str, error: type[Exception]) -> None:
@@ -83,6 +81,23 @@ def test_answers_are_classified(odd_server: str, path: str, error: type[Exceptio
         HttpJsonRpc(odd_server + path).call("eth_blockNumber", [])
     assert type(err.value) is error
     assert "eth_blockNumber" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        ("/core-notx", RpcError),  # an answer: no such transaction
+        ("/core-warmup", RetriableRpcError),  # still loading: ask again
+        ("/core-internal", RetriableRpcError),  # not an application error
+        ("/overloaded", RetriableRpcError),
+    ],
+)
+def test_bitcoin_cores_http_500_errors_are_answers(
+    odd_server: str, path: str, error: type[Exception]
+) -> None:
+    with pytest.raises(RpcError) as err:
+        HttpJsonRpc(odd_server + path, core_errors=True).call("getrawtransaction", ["00"])
+    assert type(err.value) is error
 
 
 def test_malformed_answers_are_bad_input_and_errors_are_not() -> None:

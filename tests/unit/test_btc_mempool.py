@@ -62,6 +62,12 @@ def tx(shared_data: Path) -> Tx:
     return parse_block(raw).txs[5]
 
 
+@pytest.fixture(scope="module")
+def other(shared_data: Path) -> Tx:
+    raw = (shared_data / "bitcoin" / "mainnet-blocks" / "block481815.raw").read_bytes()
+    return parse_block(raw).txs[6]
+
+
 def _variant(tx: Tx, locktime: int) -> Tx:
     """The same inputs, another transaction (a replacement): another locktime."""
     raw = tx.serialize()
@@ -110,14 +116,43 @@ def test_a_replacement_in_the_mempool_orphans_the_original(tx: Tx) -> None:
     }
 
 
-def test_an_evicted_spend_is_orphaned(tx: Tx) -> None:
+def test_an_evicted_spend_waits_for_the_chain_before_it_is_orphaned(tx: Tx) -> None:
+    """Gone from the mempool, its coin still unspent: evicted, or a lagging backend. It is
+    withdrawn once the watcher has passed the node's head of that moment without a block
+    carrying it; never at once, which would retract a mined leak's alert."""
     node, mempool, _ = _setup(tx)
     node.mempool[tx.txid] = tx
     mempool.poll(0)
     mempool.published()
     node.mempool = {}
-    node.unspent = {(tx.inputs[0].prev_txid, tx.inputs[0].prev_vout)}  # never mined
-    assert _statuses(mempool.poll(0)) == {tx.txid: {TransferStatus.ORPHANED}}
+    node.unspent = {(tx.inputs[0].prev_txid, tx.inputs[0].prev_vout)}
+    assert mempool.poll(99) == []
+    assert _statuses(mempool.poll(100)) == {tx.txid: {TransferStatus.ORPHANED}}
+
+
+def test_a_node_failing_in_the_middle_of_a_poll_loses_no_event(tx: Tx, other: Tx) -> None:
+    node, mempool, scanner = _setup(tx)
+    first = other.inputs[0]
+    scanner.load([Utxo("btc", first.prev_txid, first.prev_vout, "cold", COLD, 5, REF)])
+    scanner.coins[tx.inputs[0].outpoint] = scanner.coins[first.outpoint]
+    node.mempool[tx.txid] = tx
+    mempool.poll(0)
+    mempool.published()
+    node.mempool = {other.txid: other}  # a new pending spend; tx left (its verdict: the head)
+    real = node.call
+
+    def head_fails(method: str, params: Sequence[Any]) -> Any:
+        if method == "getblockcount":
+            raise RpcError("fake://node: timed out")
+        return real(method, params)
+
+    node.call = head_fails  # type: ignore[method-assign]
+    with pytest.raises(RpcError):
+        mempool.poll(0)
+    node.call = real  # type: ignore[method-assign]
+    assert _statuses(mempool.poll(0)) == {other.txid: {TransferStatus.PENDING}}
+    mempool.published()
+    assert _statuses(mempool.poll(100)) == {tx.txid: {TransferStatus.ORPHANED}}
 
 
 def test_a_mined_spend_waits_for_its_block_and_a_beaten_one_is_orphaned(tx: Tx) -> None:
@@ -129,13 +164,14 @@ def test_a_mined_spend_waits_for_its_block_and_a_beaten_one_is_orphaned(tx: Tx) 
         mempool.published()
         node.mempool = {}  # the coin is spent at the node's tip: mined, by it or a conflict
         assert mempool.poll(0) == []
-        assert mempool.verdicts({b"\x00" * 36: "other"}) == ([], [])  # does not spend it
-        events, done = mempool.verdicts({coin: spender.txid})
+        mined = {spender.txid}
+        assert mempool.verdicts({b"\x00" * 36: "other"}, set()) == ([], [])  # not its block
+        events, done = mempool.verdicts({coin: spender.txid}, mined)
         assert _statuses(events) == verdict and done == [tx.txid]
         # Nothing is settled until the block is through: a failed block gives it again.
-        assert mempool.verdicts({coin: spender.txid}) == (events, done)
+        assert mempool.verdicts({coin: spender.txid}, mined) == (events, done)
         mempool.settled(done)
-        assert mempool.verdicts({coin: spender.txid}) == ([], [])  # settled once
+        assert mempool.verdicts({coin: spender.txid}, mined) == ([], [])  # settled once
         assert mempool.poll(10**6) == []  # and never withdrawn later either
 
 
@@ -180,6 +216,12 @@ def test_pending_spends_of_an_earlier_run_are_settled_after_a_restart(tx: Tx) ->
     mempool.restore(stored, head=50)
     assert mempool.poll(49) == []  # it may be in a block the watcher has not reached
     assert _statuses(mempool.poll(50)) == {tx.txid: {TransferStatus.ORPHANED}}
+    # Restored, then found in a block the watcher scans: settled, never withdrawn.
+    _, mined_later, _ = _setup(tx)
+    mined_later.restore(stored, head=50)
+    _, done = mined_later.verdicts({}, {tx.txid})
+    mined_later.settled(done)
+    assert mined_later.poll(10**6) == []
     # One still in the mempool is simply pending again.
     node2, mempool2, _ = _setup(tx)
     node2.mempool[tx.txid] = tx

@@ -11,6 +11,7 @@ also read again before the next block when a backfill or import has stored coins
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from drainwatch.addresses import BitcoinAddressParams
@@ -23,6 +24,8 @@ from watchers.bitcoin.mempool import BitcoinMempool
 from watchers.bitcoin.node import BitcoinNode, FetchedBitcoinBlock
 from watchers.bitcoin.utxos import BlockScan, UtxoScanner
 from watchers.follow import Follower
+
+log = logging.getLogger(__name__)
 
 
 class BitcoinFollower(Follower[FetchedBitcoinBlock]):
@@ -69,16 +72,38 @@ class BitcoinFollower(Follower[FetchedBitcoinBlock]):
     def node_block(self, height: int) -> BlockRef:
         return self.node.block_ref(height)
 
-    def fetch(self, height: int) -> FetchedBitcoinBlock | None:
+    def step(self, until: int | None = None) -> int:
+        self._take_history()
+        return super().step(until)
+
+    def _take_history(self) -> None:
+        """A backfill or import stored coins up to the marker's height while this watcher
+        went on without them: go back to that height and read the blocks after it again, with
+        the coins (consumers are idempotent: nothing is stored or alerted twice)."""
         marker = self._store.get_checkpoint(self._marker)
-        if marker != self._marker_seen:  # a backfill or import stored coins: read them
-            self._marker_seen = marker
-            self.resync(self._store.get_checkpoint(self.chain.name))
+        if marker == self._marker_seen:
+            return
+        checkpoint = self._store.get_checkpoint(self.chain.name)
+        if marker is not None and checkpoint is not None and marker.height < checkpoint.height:
+            log.warning(
+                "%s: coins stored by a backfill or import up to block %d: reading blocks "
+                "%d..%d again with them",
+                self.chain.name,
+                marker.height,
+                marker.height + 1,
+                checkpoint.height,
+            )
+            self._store.set_checkpoint(self.chain.name, self.node_block(marker.height))
+        self._synced = False  # read the coins again before the next block
+        self._marker_seen = marker
+
+    def fetch(self, height: int) -> FetchedBitcoinBlock | None:
         return self.node.block(height)
 
     def extract(self, block: FetchedBitcoinBlock) -> list[Event]:
         scan = self.scanner.scan_block(block.block, block.ref, block.time)
-        verdicts, self._settling = self.mempool.verdicts(scan.spends)
+        mined = {tx.txid for tx in block.block.txs}  # hashed already, for the merkle root
+        verdicts, self._settling = self.mempool.verdicts(scan.spends, mined)
         self._scan = scan
         return verdicts + scan.events
 

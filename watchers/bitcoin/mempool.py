@@ -6,13 +6,13 @@ mempool, the verdict:
 
 - another pending transaction spends one of the same coins: it was replaced (RBF), so its
   events are orphaned (the replacement has its own, pending);
-- one of its watched coins is still unspent in the node's best chain (``gettxout``): evicted or
-  expired, never mined, so orphaned;
-- otherwise its coins were spent in a block, or are gone with a reorg: it waits. A block the
-  watcher scans that spends them settles it: by itself (mined: the block's events, the same
-  keys at status ``confirmed``, take over) or by a conflicting transaction (orphaned). If the
-  watcher's checkpoint passes the node's head of the moment it left and nothing settled it, no
-  block of the chain carries it: orphaned.
+- otherwise (mined, beaten by a conflicting transaction, evicted, expired, its coin gone in a
+  reorg) it waits for a block the watcher scans: one that carries it settles it (the block's
+  events, the same keys at status ``confirmed``, take over), one that spends its coins with
+  another transaction withdraws it (orphaned). If the watcher's checkpoint passes the node's
+  head of the moment it left and nothing settled it, no block of the chain carries it:
+  orphaned. (Asking the node whether its coins are still unspent would be quicker for an
+  eviction, but a lagging backend would answer yes for a mined leak, and retract its alert.)
 
 A transaction read before the coin it spends was known (a coin received in a block not yet at
 its confirmation depth) is read again once a block or a reload brings that coin. At start, the
@@ -23,7 +23,7 @@ mempool) wait the same way. Events are handed out until the caller says they wer
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 
 from drainwatch.events import Event, TransferSeen
@@ -70,15 +70,15 @@ class BitcoinMempool:
 
     def poll(self, checkpoint: int) -> list[Event]:
         """New pending spends and verdicts, with those handed out before and not yet
-        published; ``checkpoint`` is the height the watcher has processed."""
+        published; ``checkpoint`` is the height the watcher has processed. Everything found
+        goes to the outbox at once: a node call failing later in the poll loses nothing."""
         listing = self._node.mempool()
         present = set(listing)
-        for txid in self._seen - present:
-            for key in self._inputs.pop(txid, ()):
+        for txid in [t for t in self._inputs if t not in present]:
+            for key in self._inputs.pop(txid):
                 if self._spender.get(key) == txid:
                     del self._spender[key]
         fresh = [txid for txid in listing if txid not in self._seen]
-        events: list[Event] = []
         watched = self._scanner.coins
         for txid, tx in self._node.transactions(fresh).items():
             keys = tuple(i.outpoint for i in tx.inputs)
@@ -90,21 +90,19 @@ class BitcoinMempool:
             if found:
                 coins = frozenset(k for k in keys if k in watched)
                 self._pending[txid] = _Pending(coins, found)
-                events += found
-        self._seen = present
-        head: int | None = None
+                self._outbox += found
         for txid in [t for t in self._pending if t not in present]:
-            gone = self._pending.pop(txid)
-            if self._replaced(gone) or self._unmined(gone):
-                events += self._scanner.withdrawn(gone.events)
-            else:
-                head = self._node.head() if head is None else head
-                self._unresolved[txid] = (gone, head)
+            gone = self._pending[txid]
+            if self._replaced(txid, gone):
+                self._outbox += self._scanner.withdrawn(gone.events)
+            else:  # mined, beaten, evicted or expired: a block, or the deadline, will say
+                self._unresolved[txid] = (gone, self._node.head())
+            del self._pending[txid]
         for txid, (entry, height) in list(self._unresolved.items()):
             if checkpoint >= height and txid not in present:
                 del self._unresolved[txid]
-                events += self._scanner.withdrawn(entry.events)
-        self._outbox += events
+                self._outbox += self._scanner.withdrawn(entry.events)
+        self._seen = present
         return list(self._outbox)
 
     def published(self) -> None:
@@ -119,14 +117,20 @@ class BitcoinMempool:
             if txid is not None and txid not in self._pending:
                 self._seen.discard(txid)
 
-    def verdicts(self, spends: Mapping[bytes, str]) -> tuple[list[Event], list[str]]:
-        """What a block spending ``spends`` (outpoint → spending txid) settles, without
-        settling it: the withdrawn events of the transactions it beat, and every txid it
-        settles. ``settled`` applies them once the block is through."""
+    def verdicts(
+        self, spends: Mapping[bytes, str], mined: Container[str]
+    ) -> tuple[list[Event], list[str]]:
+        """What a block carrying the transactions ``mined`` and spending ``spends`` (outpoint
+        → spending txid) settles, without settling it: the withdrawn events of the
+        transactions it beat, and every txid it settles. ``settled`` applies them once the
+        block is through."""
         events: list[Event] = []
         done: list[str] = []
         entries = [(t, e) for t, (e, _) in self._unresolved.items()] + list(self._pending.items())
         for txid, entry in entries:
+            if txid in mined:  # its own block: the block's events take over
+                done.append(txid)
+                continue
             spenders = {spends[c] for c in entry.coins if c in spends}
             if not spenders:
                 continue
@@ -140,12 +144,6 @@ class BitcoinMempool:
             self._unresolved.pop(txid, None)
             self._pending.pop(txid, None)
 
-    def _replaced(self, gone: _Pending) -> bool:
-        return any(other.coins & gone.coins for other in self._pending.values())
-
-    def _unmined(self, gone: _Pending) -> bool:
-        for key in gone.coins:
-            txid = key[:32][::-1].hex()
-            if self._node.unspent_at_tip(txid, int.from_bytes(key[32:], "little")):
-                return True
-        return False
+    def _replaced(self, txid: str, gone: _Pending) -> bool:
+        """Another transaction in the mempool spends one of the same coins (RBF)."""
+        return any(t != txid and e.coins & gone.coins for t, e in self._pending.items())

@@ -230,9 +230,11 @@ TX_BATCH = 50
 
 
 def _gone(exc: RpcError) -> bool:
-    """A "no such transaction" answer: Bitcoin Core -5, bcoin -1 "not found"."""
+    """A "no such transaction" answer: Bitcoin Core -5, bcoin -1 "Transaction not found." (not
+    -32601 "Method not found": a node without the method is an error, not an empty mempool)."""
     text = str(exc)
-    return f"error {RPC_INVALID_ADDRESS_OR_KEY}:" in text or "not found" in text.lower()
+    bcoin = "error -1:" in text and "transaction not found" in text.lower()
+    return f"error {RPC_INVALID_ADDRESS_OR_KEY}:" in text or bcoin
 
 
 def _each(rpc: JsonRpc, calls: list[tuple[str, list[Any]]]) -> list[Any]:
