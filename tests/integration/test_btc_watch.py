@@ -15,7 +15,7 @@ from drainwatch.config import load_config
 from drainwatch.devnode_bitcoin import SINK_ADDRESS, BcoinNode
 from drainwatch.model import AlertState, BlockRef, Severity, Transfer, TransferStatus
 from drainwatch.pipeline import Pipeline
-from drainwatch.regtest_wallet import CHANGE, RECEIVE, RegtestWallet
+from drainwatch.regtest_wallet import CHANGE, RECEIVE, RegtestWallet, SignedTx
 from drainwatch.wiring import App, build_app, build_pipeline
 from tests.integration.test_pipeline import RecordingSink
 
@@ -111,6 +111,15 @@ def watch(
     w = Watch(write_config(tmp_path, bcoin_node, *wallets))
     yield w
     w.close()
+
+
+def beat(node: BcoinNode, wallet: RegtestWallet, original: SignedTx) -> SignedTx:
+    """The same coins, a higher fee, straight into a block (bcoin 1.0.2 relays no
+    replacement): the original leaves the mempool, its coins spent by another transaction."""
+    replacement = wallet.build_replacement(original, fee=original.fee + 5_000)
+    wallet.record(replacement, replaces=original)
+    node.mine_block([replacement.raw], SINK_ADDRESS)
+    return replacement
 
 
 def expected(hot: RegtestWallet, cold: RegtestWallet) -> dict[str, int]:
@@ -271,11 +280,7 @@ def test_a_pending_spend_beaten_by_a_conflicting_one_is_orphaned(
     original = cold.send(bcoin_node, [(ATTACKER.address(), 200_000_000)])
     watch.step()
     assert {t.status for t in watch.transfers(original.txid)} == {TransferStatus.PENDING}
-    # The same coins, a higher fee, straight into a block (bcoin 1.0.2 relays no replacement):
-    # the original leaves the mempool, its coins spent by another transaction.
-    replacement = cold.build_replacement(original, fee=original.fee + 5_000)
-    cold.record(replacement, replaces=original)
-    bcoin_node.mine_block([replacement.raw], SINK_ADDRESS)
+    replacement = beat(bcoin_node, cold, original)
     watch.step()
     assert {t.status for t in watch.transfers(original.txid)} == {TransferStatus.ORPHANED}
     assert {t.status for t in watch.transfers(replacement.txid)} == {TransferStatus.CONFIRMED}
@@ -434,9 +439,7 @@ def test_a_restart_settles_a_pending_spend_beaten_while_it_was_down(
     original = cold.send(bcoin_node, [(ATTACKER.address(), 200_000_000)])
     first.step()
     first.close()
-    replacement = cold.build_replacement(original, fee=original.fee + 5_000)
-    cold.record(replacement, replaces=original)
-    bcoin_node.mine_block([replacement.raw], SINK_ADDRESS)
+    replacement = beat(bcoin_node, cold, original)
     second = Watch(config)
     try:
         second.step()
@@ -457,9 +460,7 @@ def test_a_block_that_fails_half_way_keeps_its_verdicts_for_the_retry(
     watch.step()
     original = cold.send(bcoin_node, [(ATTACKER.address(), 200_000_000)])
     watch.step()
-    replacement = cold.build_replacement(original, fee=original.fee + 5_000)
-    cold.record(replacement, replaces=original)
-    bcoin_node.mine_block([replacement.raw], SINK_ADDRESS)
+    beat(bcoin_node, cold, original)
     store = watch.app.store
     real = store.apply_utxo_block
     failed = []
