@@ -362,6 +362,22 @@ class UtxoSpend:
 
 
 @dataclass(frozen=True)
+class Expectation:
+    """An outflow the exchange has announced it is about to make (a customer withdrawal, a sweep
+    to cold, a refill): from ``wallet`` to ``destination``, ``amount`` base units of ``asset``
+    (``native`` or a token contract in lower case), until ``valid_until``. ``reference`` is the
+    exchange's own id for it (a withdrawal id): one expectation covers one outflow."""
+
+    reference: str
+    chain: str
+    wallet: str
+    destination: str
+    asset: str
+    amount: int = field(metadata=AMOUNT)
+    valid_until: datetime
+
+
+@dataclass(frozen=True)
 class Alert:
     """A leak alert raised by a rule about one event; ``id`` is derived from rule and event."""
 

@@ -26,6 +26,7 @@ from drainwatch.model import (
     Chain,
     ControlChange,
     Custody,
+    Expectation,
     Incident,
     Limit,
     SpendOutput,
@@ -84,6 +85,7 @@ STRATEGIES = {
         block=st.none() | blocks,
         block_time=st.none() | times,
     ),
+    Expectation: st.builds(Expectation, amount=UINT256, valid_until=times),
     Incident: st.builds(Incident, opened_at=times, closed_at=st.none() | times),
     TimelineEntry: st.builds(TimelineEntry, at=times),
 }
@@ -207,6 +209,7 @@ def test_model_amount_fields_are_marked() -> None:
         ("Utxo", "amount"),
         ("SpentInput", "amount"),
         ("SpendOutput", "amount"),
+        ("Expectation", "amount"),
     }
 
 
