@@ -30,6 +30,7 @@ from drainwatch.ports import AlertSink, JsonRpc
 from drainwatch.wiring import App, build_rpc
 from watchers.bitcoin.blkfile import BlkFileError, iter_blk_file, read_xor_key
 from watchers.bitcoin.block import NETWORK_MAGIC, BlockFormatError, parse_block, parse_header
+from watchers.bitcoin.follower import coins_marker
 from watchers.bitcoin.node import BitcoinNode, FetchedBitcoinBlock, verified_block
 from watchers.bitcoin.utxos import UtxoScanner
 from watchers.follow import NodeInconsistent
@@ -65,13 +66,6 @@ def bitcoin_chain(app: App, name: str | None) -> str:
             f"(Bitcoin chains: {', '.join(bitcoin) or 'none'})"
         )
     return name
-
-
-def coins_marker(chain: str) -> str:
-    """The checkpoint key (never a chain name: those have no ``#``) whose change tells a running
-    watcher that a backfill or an import added coins to the store: it reads them again before
-    its next block (``BitcoinFollower``)."""
-    return f"{chain}#coins"
 
 
 def backfill_bitcoin(

@@ -16,6 +16,7 @@ A chain's follower subclasses ``Follower`` with how to read its node (``node_hea
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -55,7 +56,7 @@ class FetchedBlock(Protocol):
 B = TypeVar("B", bound=FetchedBlock)
 
 
-class Follower(Generic[B]):
+class Follower(ABC, Generic[B]):
     """The follow loop of one chain; subclasses say how to read the chain's node."""
 
     #: Why a block is held back, for the error after ``STALL_LIMIT`` attempts.
@@ -88,21 +89,21 @@ class Follower(Generic[B]):
 
     # --- what a chain's follower provides -------------------------------------------------
 
-    def node_head(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def node_head(self) -> int: ...
 
+    @abstractmethod
     def node_block(self, height: int) -> BlockRef:
         """The node's block at ``height``; ``NodeInconsistent`` when it has none."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fetch(self, height: int) -> B | None:
         """The block at ``height``, or None when the node (or its backend) has not got it."""
-        raise NotImplementedError
 
+    @abstractmethod
     def extract(self, block: B) -> list[Event] | None:
         """The block's events (its ``BlockConnected`` is added after them), or None when the
         node cannot give all of them yet: the block is asked for again later."""
-        raise NotImplementedError
 
     def pending(self) -> list[Event]:
         """Events from the mempool; the default watches none."""

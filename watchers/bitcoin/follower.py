@@ -6,7 +6,7 @@ and spent (``apply_utxo_block``) before its events are published; at start, and 
 left half done or a reorg, the store's UTXO set is rewound to the checkpoint and read back, so
 the scanner always starts a block from the set as it was after the block before. The set is
 also read again before the next block when a backfill or import has stored coins meanwhile
-(they move a marker checkpoint, ``drainwatch.bitcoin_history.coins_marker``).
+(they move a marker checkpoint, ``coins_marker``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,13 @@ from watchers.bitcoin.utxos import BlockScan, UtxoScanner
 from watchers.follow import Follower
 
 log = logging.getLogger(__name__)
+
+
+def coins_marker(chain: str) -> str:
+    """The checkpoint key (never a chain name: those have no ``#``) that a backfill or an
+    import moves to its last block once it has stored coins: a running watcher then goes back
+    there and reads on with them."""
+    return f"{chain}#coins"
 
 
 class BitcoinFollower(Follower[FetchedBitcoinBlock]):
@@ -63,7 +70,7 @@ class BitcoinFollower(Follower[FetchedBitcoinBlock]):
         self._settling: list[str] = []
         self._restored = False
         #: Moved by a backfill or import that stored coins (``coins_marker``).
-        self._marker = f"{chain.name}#coins"
+        self._marker = coins_marker(chain.name)
         self._marker_seen = store.get_checkpoint(self._marker)
 
     def node_head(self) -> int:

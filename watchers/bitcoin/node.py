@@ -97,18 +97,12 @@ def _mempool(result: Any, params: Sequence[Any], endpoint: str) -> None:
         raise MalformedRpcResponse(endpoint, "getrawmempool", "not a list of 64-hex txids")
 
 
-def _txout(result: Any, params: Sequence[Any], endpoint: str) -> None:
-    if result is not None and not isinstance(result, dict):
-        raise MalformedRpcResponse(endpoint, "gettxout", "neither null nor an object")
-
-
 BITCOIN_ANSWER_CHECKS: Mapping[str, AnswerChecker] = {
     "getblockcount": _height,
     "getblockhash": _block_hash,
     "getblock": _raw_block,
     "getrawtransaction": _raw_tx,
     "getrawmempool": _mempool,
-    "gettxout": _txout,
 }
 
 
@@ -198,12 +192,6 @@ class BitcoinNode:
                     )
                 out[txid] = tx
         return out
-
-    def unspent_at_tip(self, txid: str, vout: int) -> bool:
-        """Whether the output is unspent in the node's best chain (mempool spends ignored)."""
-        result = self.rpc.call("gettxout", [txid, vout, False])
-        _txout(result, [txid, vout], self.rpc.endpoint)
-        return result is not None
 
 
 def verified_block(raw: bytes) -> Block:
