@@ -124,6 +124,7 @@ def alert_id(rule_id: str, subject: tuple[str, str, str]) -> str:
 def alert_state(status: TransferStatus) -> AlertState:
     return {
         TransferStatus.PENDING: AlertState.PENDING,
+        TransferStatus.PROVISIONAL: AlertState.PROVISIONAL,
         TransferStatus.CONFIRMED: AlertState.CONFIRMED,
         TransferStatus.ORPHANED: AlertState.RETRACTED,
         TransferStatus.SUPERSEDED: AlertState.SUPERSEDED,

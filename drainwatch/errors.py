@@ -9,6 +9,7 @@
     ├── RpcError                 talking to a node failed
     │   └── RetriableRpcError    timeouts, connection refused, rate limits: try again / fail over
     ├── StoreError               the database refused or lost a write
+    │   └── ExpectationConflict  a reference already stored with other values (also BadInput)
     └── BusError                 the event bus refused or lost a message
 
 Only the CLI turns these into exit codes and messages.
@@ -66,3 +67,8 @@ class StoreError(DrainwatchError):
 
 class BusError(DrainwatchError):
     pass
+
+
+class ExpectationConflict(StoreError, BadInput):
+    """An expectation's reference is already stored with other values: the exchange's system
+    sent two different withdrawals under one id. Nothing of the call is kept."""

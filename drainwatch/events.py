@@ -14,12 +14,22 @@ from drainwatch.model import BlockRef, ControlChange, Transfer, UtxoSpend
 
 @dataclass(frozen=True)
 class BlockConnected:
-    """A block became part of the watcher's view of the chain (at its confirmation depth)."""
+    """A block became part of the watcher's view of the chain (at its head: what it carries is
+    provisional until ``BlockConfirmed``)."""
 
     chain: str
     block: BlockRef
     parent_hash: str
     block_time: datetime
+
+
+@dataclass(frozen=True)
+class BlockConfirmed:
+    """A block of the best chain reached the chain's confirmations: what it carried moves from
+    provisional to confirmed."""
+
+    chain: str
+    block: BlockRef
 
 
 @dataclass(frozen=True)
@@ -56,17 +66,26 @@ class UtxoSpendSeen:
     spend: UtxoSpend
 
 
-Event = BlockConnected | BlockDisconnected | TransferSeen | ControlChangeSeen | UtxoSpendSeen
+Event = (
+    BlockConnected
+    | BlockConfirmed
+    | BlockDisconnected
+    | TransferSeen
+    | ControlChangeSeen
+    | UtxoSpendSeen
+)
 
 EVENT_TYPES: dict[
     str,
     type[BlockConnected]
+    | type[BlockConfirmed]
     | type[BlockDisconnected]
     | type[TransferSeen]
     | type[ControlChangeSeen]
     | type[UtxoSpendSeen],
 ] = {
     "block_connected": BlockConnected,
+    "block_confirmed": BlockConfirmed,
     "block_disconnected": BlockDisconnected,
     "transfer": TransferSeen,
     "control_change": ControlChangeSeen,
@@ -87,5 +106,7 @@ def event_key(event: Event) -> str:
         s = event.spend
         height = s.block.height if s.block else "pending"
         return f"spend:{s.chain}:{s.txid}:{s.status}:{height}"
-    kind = "connected" if isinstance(event, BlockConnected) else "disconnected"
+    kind = {BlockConnected: "connected", BlockConfirmed: "confirmed"}.get(
+        type(event), "disconnected"
+    )
     return f"block:{event.chain}:{event.block.height}:{event.block.hash}:{kind}"

@@ -92,6 +92,8 @@ class TransferStatus(StrEnum):
     Both carry the block; like CONFIRMED, neither goes back to pending from a mempool sighting."""
 
     PENDING = "pending"
+    #: In a block of the best chain that has not yet reached the chain's confirmations.
+    PROVISIONAL = "provisional"
     CONFIRMED = "confirmed"
     ORPHANED = "orphaned"
     SUPERSEDED = "superseded"
@@ -394,6 +396,12 @@ class Alert:
     asset: str | None = None
     amount: int | None = field(default=None, metadata=AMOUNT)
     counterparty: str | None = None
+    #: What the rule found, as (name, value) pairs the text is rendered from: a window's sum
+    #: and limit, a destination's label, the expectation that was missing... Values are text
+    #: (amounts as decimal strings of base units).
+    facts: tuple[tuple[str, str], ...] = ()
+    acked_by: str | None = None
+    acked_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,40 @@ from drainwatch.model import (
     AlertState,
     BlockRef,
     ControlChange,
+    Expectation,
     Incident,
     TimelineEntry,
     Transfer,
     Utxo,
 )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One row of the outbox: ``alert`` as it was when the change was written, for ``sink``.
+    ``previous_state`` is None for the alert's first delivery; ``news`` says what else happened
+    (``"ack"``: someone acknowledged it). ``attempts`` counts the claims so far, this one
+    included: above 1, an earlier attempt may have sent it already."""
+
+    id: int
+    sink: str
+    alert: Alert
+    previous_state: AlertState | None
+    news: str | None
+    created_at: datetime
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ExpectationRecord:
+    """An expectation as stored: when it arrived, from where (``cli``, ``file:NAME``,
+    ``kafka``), and the key of the outflow that used it, if one did."""
+
+    expectation: Expectation
+    created_at: datetime
+    source: str
+    consumed_by: tuple[str, str, str] | None = None
+
 
 # ---------------------------------------------------------------------------------------------
 # Store
@@ -127,6 +156,17 @@ class Store(Protocol):
         """Satoshi per wallet at ``height`` (default: the newest block applied): the outputs
         created at or below it and not spent at or below it. Wallets with nothing are absent."""
 
+    def unconfirmed_blocks(self, chain: str, up_to: int) -> list[BlockRef]:
+        """Blocks of the best chain (not orphaned) at or below height ``up_to`` whose
+        ``BlockConfirmed`` has not been published yet (``mark_block_confirmed``), lowest first."""
+
+    def mark_block_confirmed(self, chain: str, block: BlockRef) -> None:
+        """The block's ``BlockConfirmed`` is on the bus: ``unconfirmed_blocks`` leaves it out."""
+
+    def confirm_block(self, chain: str, block: BlockRef) -> int:
+        """Move every provisional transfer and control change of ``block`` to confirmed;
+        returns how many changed (0 on a replay). The processor's call."""
+
     def save_alert(self, alert: Alert) -> bool:
         """Store an alert; True when it is new (its id was unknown), False on a replay."""
 
@@ -149,6 +189,73 @@ class Store(Protocol):
 
     def alerts_in_block(self, chain: str, block: BlockRef) -> list[Alert]:
         """The alerts whose block is ``block`` (height and hash) on ``chain``, oldest first."""
+
+    def ack_alert(self, alert_id: str, by: str, at: datetime) -> Alert | None:
+        """Record that ``by`` acknowledged the alert at ``at`` and return it so; None when no
+        alert has that id. Acknowledging again keeps the first acknowledgement."""
+
+    # -- the outbox: every alert change, per sink, written before anything is sent ----------
+
+    def enqueue_delivery(
+        self,
+        alert: Alert,
+        sinks: Sequence[str],
+        previous_state: AlertState | None,
+        news: str | None,
+        at: datetime,
+    ) -> None:
+        """One outbox row per sink for ``alert`` as it is now, due at once. Call it in the
+        same batch as the alert's own write, so that the change and its announcement are one."""
+
+    def due_deliveries(self, sink: str, now: datetime, limit: int = 100) -> list[Delivery]:
+        """The rows of ``sink`` to send now, oldest first: not delivered, not leased to a
+        notifier (or its lease ran out), due; of each alert only its oldest undelivered row
+        (an alert's changes go out in order). ``attempts`` as last claimed."""
+
+    def claim_delivery(self, delivery_id: int, now: datetime, until: datetime) -> int | None:
+        """Lease the row to the caller until ``until`` and count an attempt; returns the
+        attempts so far (this one included), or None when it is delivered already or leased to
+        another notifier whose lease has not run out."""
+
+    def finish_delivery(self, delivery_id: int, at: datetime) -> None:
+        """The row was sent: it leaves the outbox's due rows for good."""
+
+    def retry_delivery(self, delivery_id: int, error: str, at: datetime) -> None:
+        """The attempt failed with ``error``: release the lease, due again at ``at``."""
+
+    def next_delivery_at(self, sink: str) -> datetime | None:
+        """When the earliest undelivered row of ``sink`` falls due, None when there is none."""
+
+    def outbox_backlog(self) -> dict[str, int]:
+        """Undelivered rows per sink (sinks with none are absent)."""
+
+    def outbox(self, alert_id: str) -> list[tuple[Delivery, datetime | None, str | None]]:
+        """Every row of one alert, oldest first, with when it was delivered and its last
+        error: what ``drainwatch alerts`` shows of an alert's delivery."""
+
+    def delivery_ref(self, sink: str, alert_id: str) -> str | None:
+        """Where ``sink`` put the alert's message (e.g. Slack ``CHANNEL:TS``), once recorded."""
+
+    def set_delivery_ref(self, sink: str, alert_id: str, ref: str, at: datetime) -> None:
+        """Record where the message is; the first record stays (idempotent)."""
+
+    # -- expectations: outflows the exchange announced --------------------------------------
+
+    def add_expectations(self, records: Iterable[ExpectationRecord]) -> int:
+        """Store new expectations; returns how many were new. One that is already stored with
+        the same values is a replay and changes nothing; one whose reference is stored with
+        other values raises ``ExpectationConflict`` and nothing of the call is kept."""
+
+    def expectations(
+        self, chain: str | None = None, wallet: str | None = None
+    ) -> list[ExpectationRecord]:
+        """Stored expectations, optionally of one chain and wallet, by arrival."""
+
+    def consume_expectation(
+        self, reference: str, transfer: tuple[str, str, str], at: datetime
+    ) -> bool:
+        """Let the outflow keyed ``transfer`` use the expectation; False when another outflow
+        (not orphaned) uses it already. Orphaning an outflow frees what it used."""
 
     def save_incident(self, incident: Incident) -> None: ...
 

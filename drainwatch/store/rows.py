@@ -125,6 +125,9 @@ def alert_to_row(a: Alert) -> dict[str, Any]:
         "asset": a.asset,
         "amount": a.amount,
         "counterparty": a.counterparty,
+        "facts": json.dumps([list(f) for f in a.facts], ensure_ascii=False),
+        "acked_by": a.acked_by,
+        "acked_at": a.acked_at,
     }
 
 
@@ -143,6 +146,9 @@ def alert_from_row(r: AlertRow) -> Alert:
         asset=r.asset,
         amount=r.amount,
         counterparty=r.counterparty,
+        facts=tuple((str(k), str(v)) for k, v in json.loads(r.facts or "[]")),
+        acked_by=r.acked_by,
+        acked_at=r.acked_at,
     )
 
 

@@ -32,6 +32,7 @@ from sqlalchemy import (
     Numeric,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -105,6 +106,9 @@ class BlockRow(Base):
     parent_hash: Mapped[str] = mapped_column(Text)
     block_time: Mapped[datetime] = mapped_column(UtcDateTime)
     orphaned: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Reached the chain's confirmations (its BlockConfirmed was published). Blocks recorded
+    # before migration 0003 were all processed at their confirmation depth: true.
+    confirmed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=true())
 
 
 class TransferRow(Base):
@@ -202,6 +206,78 @@ class AlertRow(Base):
     asset: Mapped[str | None] = mapped_column(Text)
     amount: Mapped[int | None] = mapped_column(Amount)
     counterparty: Mapped[str | None] = mapped_column(Text)
+    # ``Alert.facts`` as a JSON list of [name, value] pairs.
+    facts: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    acked_by: Mapped[str | None] = mapped_column(Text)
+    acked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class OutboxRow(Base):
+    """One delivery of one alert to one sink (a Slack channel, a webhook, the console), written
+    in the same transaction as the alert change it announces, before anything is sent.
+
+    ``payload`` is the alert as it was then (canonical JSON), ``previous_state`` what it was
+    before (None for its first delivery), ``news`` what else happened (``ack``). A sink works
+    through its rows in ``id`` order, one alert's rows strictly in order. ``claimed_until``
+    leases a row to one notifier while it sends (a crashed notifier's lease runs out);
+    ``attempts`` counts the claims, so that an attempt after a first one knows a message may
+    already have gone out."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_due", "sink", "delivered_at", "id"),
+        Index("ix_outbox_alert", "alert_id", "sink"),
+    )
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    alert_id: Mapped[str] = mapped_column(Text)
+    sink: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    previous_state: Mapped[str | None] = mapped_column(Text)
+    news: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class DeliveryRefRow(Base):
+    """Where a sink put an alert's message (a Slack channel id and ``ts``), once known: later
+    states update that message and reply in its thread."""
+
+    __tablename__ = "delivery_refs"
+
+    sink: Mapped[str] = mapped_column(Text, primary_key=True)
+    alert_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    ref: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ExpectationRow(Base):
+    """A ``drainwatch.model.Expectation``, keyed by the exchange's reference, and the outflow
+    that used it (``consumed_*``: the transfer's key), if any."""
+
+    __tablename__ = "expectations"
+    __table_args__ = (
+        Index("ix_expectations_wallet", "chain", "wallet"),
+        Index("ix_expectations_consumer", "consumed_chain", "consumed_tx"),
+    )
+
+    reference: Mapped[str] = mapped_column(Text, primary_key=True)
+    chain: Mapped[str] = mapped_column(Text)
+    wallet: Mapped[str] = mapped_column(Text)
+    destination: Mapped[str] = mapped_column(Text)
+    asset: Mapped[str] = mapped_column(Text)
+    amount: Mapped[int] = mapped_column(Amount)
+    valid_until: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    source: Mapped[str] = mapped_column(Text)
+    consumed_chain: Mapped[str | None] = mapped_column(Text)
+    consumed_tx: Mapped[str | None] = mapped_column(Text)
+    consumed_index: Mapped[str | None] = mapped_column(Text)
+    consumed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class IncidentRow(Base):

@@ -36,6 +36,9 @@ from drainwatch.model import (
     TransferStatus,
     Utxo,
 )
+from drainwatch.ports import Delivery, ExpectationRecord
+from drainwatch.store import outbox as outbox_sql
+from drainwatch.store.expectations import ExpectationTable
 from drainwatch.store.rows import (
     alert_from_row,
     alert_to_row,
@@ -55,6 +58,7 @@ from drainwatch.store.schema import (
     BlockRow,
     CheckpointRow,
     ControlChangeRow,
+    DeliveryRefRow,
     IncidentRow,
     TimelineEntryRow,
     TransferRow,
@@ -80,9 +84,11 @@ _ALERT_UPDATABLE = (
     "asset",
     "amount",
     "counterparty",
+    "facts",
 )
 
 _CONFIRMED = TransferStatus.CONFIRMED.value
+_PROVISIONAL = TransferStatus.PROVISIONAL.value
 _ORPHANED = TransferStatus.ORPHANED.value
 _MINED_STATUSES = (_CONFIRMED, TransferStatus.SUPERSEDED.value, TransferStatus.EXECUTED.value)
 
@@ -113,6 +119,7 @@ class SqlStore:
         self._batches = threading.local()
         self._statements: dict[str, tuple[Any, Any]] = {}
         self._utxos = UtxoSet(postgres=self._postgres)
+        self._expectations = ExpectationTable(postgres=self._postgres)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -172,10 +179,12 @@ class SqlStore:
             parent_hash=parent_hash,
             block_time=block_time,
             orphaned=False,
+            confirmed=False,
         )
         # Recording a block again means it is back on the best chain: clear its orphaned flag.
+        # Its events come again as provisional, so it must reach its confirmations again too.
         stmt = stmt.on_conflict_do_update(
-            index_elements=["chain", "hash"], set_={"orphaned": False}
+            index_elements=["chain", "hash"], set_={"orphaned": False, "confirmed": False}
         )
         with self._write("record_block") as conn:
             conn.execute(stmt)
@@ -393,6 +402,45 @@ class SqlStore:
         with self._read("utxo_balances") as session:
             return self._utxos.balances(session, chain, height)
 
+    def unconfirmed_blocks(self, chain: str, up_to: int) -> list[BlockRef]:
+        query = (
+            select(BlockRow.height, BlockRow.hash)
+            .where(
+                BlockRow.chain == chain,
+                BlockRow.height <= up_to,
+                BlockRow.orphaned.is_(False),
+                BlockRow.confirmed.is_(False),
+            )
+            .order_by(BlockRow.height)
+        )
+        with self._read("unconfirmed_blocks") as session:
+            return [BlockRef(h, hash_) for h, hash_ in session.execute(query)]
+
+    def mark_block_confirmed(self, chain: str, block: BlockRef) -> None:
+        stmt = (
+            update(BlockRow)
+            .where(BlockRow.chain == chain, BlockRow.hash == block.hash)
+            .values(confirmed=True)
+        )
+        with self._write("mark_block_confirmed") as conn:
+            conn.execute(stmt)
+
+    def confirm_block(self, chain: str, block: BlockRef) -> int:
+        changed = 0
+        with self._write("confirm_block") as conn:
+            for entity in (TransferRow, ControlChangeRow):
+                result = conn.execute(
+                    update(entity)
+                    .where(
+                        entity.chain == chain,
+                        entity.block_hash == block.hash,
+                        entity.status == _PROVISIONAL,
+                    )
+                    .values(status=_CONFIRMED)
+                )
+                changed += int(result.rowcount)
+        return changed
+
     # -- alerts --------------------------------------------------------------------------------
 
     def save_alert(self, alert: Alert) -> bool:
@@ -442,6 +490,87 @@ class SqlStore:
         )
         with self._read("alerts_in_block") as session:
             return [alert_from_row(r) for r in session.scalars(query)]
+
+    def ack_alert(self, alert_id: str, by: str, at: datetime) -> Alert | None:
+        stmt = (
+            update(AlertRow)
+            .where(AlertRow.id == alert_id, AlertRow.acked_by.is_(None))
+            .values(acked_by=by, acked_at=at)
+        )
+        with self._write("ack_alert") as conn:
+            conn.execute(stmt)
+        return self.get_alert(alert_id)
+
+    # -- the outbox ----------------------------------------------------------------------------
+
+    def enqueue_delivery(
+        self,
+        alert: Alert,
+        sinks: Sequence[str],
+        previous_state: AlertState | None,
+        news: str | None,
+        at: datetime,
+    ) -> None:
+        with self._write("enqueue_delivery") as conn:
+            outbox_sql.enqueue(conn, alert, sinks, previous_state, news, at)
+
+    def due_deliveries(self, sink: str, now: datetime, limit: int = 100) -> list[Delivery]:
+        with self._read("due_deliveries") as session:
+            return outbox_sql.due(session, sink, now, limit)
+
+    def claim_delivery(self, delivery_id: int, now: datetime, until: datetime) -> int | None:
+        with self._write("claim_delivery") as conn:
+            return outbox_sql.claim(conn, delivery_id, now, until)
+
+    def finish_delivery(self, delivery_id: int, at: datetime) -> None:
+        with self._write("finish_delivery") as conn:
+            outbox_sql.finish(conn, delivery_id, at)
+
+    def retry_delivery(self, delivery_id: int, error: str, at: datetime) -> None:
+        with self._write("retry_delivery") as conn:
+            outbox_sql.retry(conn, delivery_id, error, at)
+
+    def next_delivery_at(self, sink: str) -> datetime | None:
+        with self._read("next_delivery_at") as session:
+            return outbox_sql.next_due(session, sink)
+
+    def outbox_backlog(self) -> dict[str, int]:
+        with self._read("outbox_backlog") as session:
+            return outbox_sql.backlog(session)
+
+    def outbox(self, alert_id: str) -> list[tuple[Delivery, datetime | None, str | None]]:
+        with self._read("outbox") as session:
+            return outbox_sql.of_alert(session, alert_id)
+
+    def delivery_ref(self, sink: str, alert_id: str) -> str | None:
+        with self._read("delivery_ref") as session:
+            return outbox_sql.ref(session, sink, alert_id)
+
+    def set_delivery_ref(self, sink: str, alert_id: str, ref: str, at: datetime) -> None:
+        stmt = self._insert(DeliveryRefRow).values(
+            sink=sink, alert_id=alert_id, ref=ref, recorded_at=at
+        )
+        stmt = stmt.on_conflict_do_nothing(index_elements=["sink", "alert_id"])
+        with self._write("set_delivery_ref") as conn:
+            conn.execute(stmt)
+
+    # -- expectations --------------------------------------------------------------------------
+
+    def add_expectations(self, records: Iterable[ExpectationRecord]) -> int:
+        with self._write("add_expectations") as conn:
+            return self._expectations.add(conn, list(records))
+
+    def expectations(
+        self, chain: str | None = None, wallet: str | None = None
+    ) -> list[ExpectationRecord]:
+        with self._read("expectations") as session:
+            return self._expectations.listed(session, chain, wallet)
+
+    def consume_expectation(
+        self, reference: str, transfer: tuple[str, str, str], at: datetime
+    ) -> bool:
+        with self._write("consume_expectation") as conn:
+            return self._expectations.consume(conn, reference, transfer, at)
 
     # -- incidents -----------------------------------------------------------------------------
 

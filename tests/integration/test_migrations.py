@@ -30,6 +30,9 @@ TABLES = {
     "incidents",
     "timeline_entries",
     "utxos",
+    "outbox",
+    "delivery_refs",
+    "expectations",
 }
 
 
@@ -55,7 +58,7 @@ def _revision(engine: Engine) -> str | None:
 
 def test_one_head_and_no_alembic_ini_needed() -> None:
     scripts = ScriptDirectory.from_config(alembic_config())
-    assert scripts.get_heads() == ["0002"]
+    assert scripts.get_heads() == ["0003"]
     assert not list(MIGRATIONS.glob("*.ini"))
 
 
@@ -142,8 +145,37 @@ def test_upgrading_a_0001_store_keeps_its_data(empty_database: str) -> None:
     assert store.utxo_balances("btc") == {"hot": 2**70}
     store.close()
     engine = _engine(empty_database)
-    assert _revision(engine) == "0002"
+    assert _revision(engine) == "0003"
     engine.dispose()
+
+
+def test_upgrading_a_0002_store_keeps_its_blocks_confirmed_and_its_alerts(
+    empty_database: str,
+) -> None:
+    """Blocks recorded by the previous release were processed at their confirmation depth:
+    they stay confirmed; its alerts gain empty facts and no acknowledgement."""
+    engine = _engine(empty_database)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0002")
+        conn.execute(
+            text(
+                "INSERT INTO blocks (chain, hash, height, parent_hash, block_time, orphaned) "
+                "VALUES ('eth', '0xb9', 9, '0xb8', '2026-01-01 00:00:00', false)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO alerts (id, rule_id, severity, state, chain, wallet, subject_0, "
+                "subject_1, subject_2, raised_at) VALUES ('A-1', 'cold-outflow', 'critical', "
+                "'confirmed', 'eth', 'cold', 'eth', '0xt', 'native', '2026-01-01 00:00:00')"
+            )
+        )
+    engine.dispose()
+    store = open_store(empty_database)
+    assert store.unconfirmed_blocks("eth", 100) == []
+    alert = store.get_alert("A-1")
+    assert alert is not None and alert.facts == () and alert.acked_by is None
+    store.close()
 
 
 def test_downgrade_to_0001_removes_only_the_utxos(empty_database: str) -> None:
@@ -151,7 +183,8 @@ def test_downgrade_to_0001_removes_only_the_utxos(empty_database: str) -> None:
     engine = _engine(empty_database)
     with engine.begin() as conn:
         command.downgrade(alembic_config(conn), "0001")
-    assert set(inspect(engine).get_table_names()) == (TABLES - {"utxos"}) | {"alembic_version"}
+    after_0001 = TABLES - {"utxos", "outbox", "delivery_refs", "expectations"}
+    assert set(inspect(engine).get_table_names()) == after_0001 | {"alembic_version"}
     assert _revision(engine) == "0001"
     engine.dispose()
 
@@ -161,9 +194,9 @@ def test_reopening_a_migrated_database_is_a_no_op(empty_database: str) -> None:
     store.set_checkpoint("eth", BlockRef(3, "0xb3"))
     store.close()
     engine = _engine(empty_database)
-    assert _revision(engine) == "0002"
+    assert _revision(engine) == "0003"
     migrate(engine)  # again: nothing to do, nothing lost
-    assert _revision(engine) == "0002"
+    assert _revision(engine) == "0003"
     engine.dispose()
     reopened = open_store(empty_database)
     assert reopened.get_checkpoint("eth") == BlockRef(3, "0xb3")
