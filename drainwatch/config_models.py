@@ -304,6 +304,10 @@ class SlackChannel(ConfigModel):
     kind: Literal["slack"]
     channel: Text = Field(description="Channel name or id, e.g. #security-alerts.")
     token_env: EnvName = "SLACK_BOT_TOKEN"
+    base_url: HttpUrl | None = Field(
+        None,
+        description="Slack Web API base URL (default https://slack.com/api/); for a proxy.",
+    )
 
 
 class WebhookChannel(ConfigModel):
@@ -330,14 +334,86 @@ class ControlChangeRule(ConfigModel):
     severity: Severity = Severity.CRITICAL
 
 
+class UnplannedOutflowRule(ConfigModel):
+    """An outflow of a watched wallet that matches no expectation and goes to no wallet of the
+    exchange's own."""
+
+    enabled: Annotated[bool, Field(strict=True)] = True
+    severity: Severity = Severity.HIGH
+
+
+class LimitRule(ConfigModel):
+    """A single outflow above a wallet's ``limits.<asset>.max_single``, or outflows summing
+    above ``max_window`` within ``window_seconds`` (planned ones count too: a limit is a
+    ceiling on what may leave, whoever announced it)."""
+
+    enabled: Annotated[bool, Field(strict=True)] = True
+    severity: Severity = Severity.HIGH
+
+
+class BalanceFallRule(ConfigModel):
+    """A wallet's balance of an asset falling by more than ``share_percent`` within
+    ``window_seconds``."""
+
+    enabled: Annotated[bool, Field(strict=True)] = True
+    severity: Severity = Severity.HIGH
+    share_percent: Annotated[StrictInt, Field(ge=1, le=100)] = 20
+    window_seconds: Annotated[StrictInt, Field(gt=0)] = 3600
+
+
+class LabelledDestinationRule(ConfigModel):
+    """An outflow to an address labelled with one of ``categories`` (by the label sources of
+    the config's ``labels`` section)."""
+
+    enabled: Annotated[bool, Field(strict=True)] = True
+    severity: Severity = Severity.CRITICAL
+    categories: tuple[Literal["sanctioned", "mixer", "attacker"], ...] = (
+        "sanctioned",
+        "mixer",
+        "attacker",
+    )
+
+
 class RulesSettings(ConfigModel):
     cold_outflow: ColdOutflowRule = ColdOutflowRule()
     control_changes: ControlChangeRule = ControlChangeRule()
+    unplanned_outflow: UnplannedOutflowRule = UnplannedOutflowRule()
+    limits: LimitRule = LimitRule()
+    balance_fall: BalanceFallRule = BalanceFallRule()
+    labelled_destination: LabelledDestinationRule = LabelledDestinationRule()
+
+
+class ExpectationIntake(ConfigModel):
+    """Where the exchange's withdrawal system announces the outflows it is about to make."""
+
+    inbox: Text | None = Field(
+        None,
+        description=(
+            "A directory (relative to the config file) the withdrawal system drops JSON Lines "
+            "files of expectations into; read files move to inbox/done, refused ones to "
+            "inbox/rejected with a .error note."
+        ),
+    )
+    kafka: Annotated[bool, Field(strict=True)] = Field(
+        False,
+        description="Also read expectations from the Kafka topic <topic_prefix>.expectations.",
+    )
+    default_valid_seconds: Annotated[StrictInt, Field(gt=0, le=30 * 86400)] = Field(
+        86400, description="valid_until when an expectation does not give one."
+    )
+
+
+class DeliverySettings(ConfigModel):
+    max_retry_seconds: Annotated[StrictInt, Field(ge=1, le=3600)] = Field(
+        300, description="Longest pause between two attempts to deliver one alert."
+    )
 
 
 class AlertsSettings(ConfigModel):
     channels: tuple[ChannelSettings, ...] = (ConsoleChannel(kind="console"),)
     rules: RulesSettings = RulesSettings()
+    expectations: ExpectationIntake = ExpectationIntake()
+    delivery: DeliverySettings = DeliverySettings()
 
 
 class ReportsSettings(ConfigModel):

@@ -240,6 +240,22 @@ def _env(field_path: str, name: str | None) -> str:
     return value
 
 
+def sink_names(settings: Settings) -> list[str]:
+    """The outbox's name of each configured channel: stable across restarts, since undelivered
+    rows are found by it (``console``, ``slack:#channel``, ``webhook:URL``)."""
+    names: list[str] = []
+    for channel in settings.alerts.channels:
+        if channel.kind == "console":
+            name = "console"
+        elif channel.kind == "slack":
+            name = f"slack:{channel.channel}"
+        else:
+            name = f"webhook:{channel.url}"
+        if name not in names:
+            names.append(name)
+    return names
+
+
 def build_sinks(settings: Settings, stream: TextIO | None = None) -> list[AlertSink]:
     sinks: list[AlertSink] = []
     for channel in settings.alerts.channels:
