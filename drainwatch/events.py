@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from drainwatch.model import BlockRef, ControlChange, Transfer, UtxoSpend
+from drainwatch.model import Balance, BlockRef, ControlChange, Transfer, UtxoSpend
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,13 @@ class UtxoSpendSeen:
     spend: UtxoSpend
 
 
+@dataclass(frozen=True)
+class BalanceSeen:
+    """A watched wallet's balance of an asset after a block that moved value out of it."""
+
+    balance: Balance
+
+
 Event = (
     BlockConnected
     | BlockConfirmed
@@ -73,6 +80,7 @@ Event = (
     | TransferSeen
     | ControlChangeSeen
     | UtxoSpendSeen
+    | BalanceSeen
 )
 
 EVENT_TYPES: dict[
@@ -82,7 +90,8 @@ EVENT_TYPES: dict[
     | type[BlockDisconnected]
     | type[TransferSeen]
     | type[ControlChangeSeen]
-    | type[UtxoSpendSeen],
+    | type[UtxoSpendSeen]
+    | type[BalanceSeen],
 ] = {
     "block_connected": BlockConnected,
     "block_confirmed": BlockConfirmed,
@@ -90,6 +99,7 @@ EVENT_TYPES: dict[
     "transfer": TransferSeen,
     "control_change": ControlChangeSeen,
     "utxo_spend": UtxoSpendSeen,
+    "balance": BalanceSeen,
 }
 
 
@@ -106,6 +116,9 @@ def event_key(event: Event) -> str:
         s = event.spend
         height = s.block.height if s.block else "pending"
         return f"spend:{s.chain}:{s.txid}:{s.status}:{height}"
+    if isinstance(event, BalanceSeen):
+        b = event.balance
+        return f"balance:{b.chain}:{b.wallet}:{b.asset}:{b.block.hash}"
     kind = {BlockConnected: "connected", BlockConfirmed: "confirmed"}.get(
         type(event), "disconnected"
     )

@@ -364,6 +364,24 @@ class UtxoSpend:
 
 
 @dataclass(frozen=True)
+class Balance:
+    """A watched wallet's balance of one asset (``native`` or a token contract in lower case)
+    at the end of a block, read when the block moved value out of it: what the balance-fall
+    rule compares over its window. Keyed by (chain, wallet, asset, block hash)."""
+
+    chain: str
+    wallet: str
+    asset: str
+    amount: int = field(metadata=AMOUNT)
+    block: BlockRef
+    block_time: datetime
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.chain, self.wallet, self.asset, self.block.hash)
+
+
+@dataclass(frozen=True)
 class Expectation:
     """An outflow the exchange has announced it is about to make (a customer withdrawal, a sweep
     to cold, a refill): from ``wallet`` to ``destination``, ``amount`` base units of ``asset``

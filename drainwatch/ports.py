@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from drainwatch.model import (
     Alert,
     AlertState,
+    Balance,
     BlockRef,
     ControlChange,
     Expectation,
@@ -72,9 +73,16 @@ class Store(Protocol):
         """
 
     def record_block(
-        self, chain: str, block: BlockRef, parent_hash: str, block_time: datetime
+        self,
+        chain: str,
+        block: BlockRef,
+        parent_hash: str,
+        block_time: datetime,
+        *,
+        confirmed: bool = False,
     ) -> None:
-        """Remember a block of the best chain (chain + height + hash is the key)."""
+        """Remember a block of the best chain (chain + height + hash is the key); ``confirmed``
+        when it has its confirmations already (no ``BlockConfirmed`` will follow for it)."""
 
     def recent_blocks(self, chain: str, limit: int) -> list[tuple[BlockRef, str]]:
         """The newest non-orphaned blocks as (block, parent_hash), highest first."""
@@ -239,6 +247,16 @@ class Store(Protocol):
     def set_delivery_ref(self, sink: str, alert_id: str, ref: str, at: datetime) -> None:
         """Record where the message is; the first record stays (idempotent)."""
 
+    # -- balances after outflows --------------------------------------------------------------
+
+    def upsert_balances(self, balances: Iterable[Balance]) -> int:
+        """Store balances (keyed by chain, wallet, asset, block hash); returns how many were
+        new or changed. A replay changes nothing."""
+
+    def balances(self, chain: str, wallet: str, asset: str, since: datetime) -> list[Balance]:
+        """The wallet's stored balances of ``asset`` in blocks of the best chain (orphaned
+        blocks left out) with a block time at or after ``since``, oldest first."""
+
     # -- expectations: outflows the exchange announced --------------------------------------
 
     def add_expectations(self, records: Iterable[ExpectationRecord]) -> int:
@@ -358,3 +376,34 @@ class JsonRpc(Protocol):
 
 class AlertSink(Protocol):
     def deliver(self, alert: Alert, text_en: str, text_ja: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class AlertCard:
+    """An alert as people read it, made once per delivery from the configured chains, assets
+    and wallets: the rendered texts, and the display values a rich layout (Slack's Block Kit)
+    arranges. Every value is display text; what the alert itself says (rule, severity, state,
+    acknowledgement) is read from the alert."""
+
+    text_en: str
+    text_ja: str
+    wallet: str
+    role: str
+    amount: str
+    destination: str | None = None
+    destination_label: str | None = None
+    tx_url: str | None = None
+
+
+class DeliverySink(Protocol):
+    """Sends outbox rows to one channel. ``name`` is the outbox's sink name (see
+    ``drainwatch.wiring.sink_names``); it may hold a URL, so logs show it shortened."""
+
+    name: str
+
+    def send(self, delivery: Delivery, card: AlertCard, previous_ref: str | None) -> str | None:
+        """Deliver one row: ``delivery.alert`` in its state at that change, ``card`` its text.
+        ``previous_ref`` is where an earlier row of the alert put its message (update it there),
+        None before the first. Returns the message's ref to record (None when the channel has
+        none) or raises ``DeliveryError``. Sending a row again must not show it twice: when
+        ``delivery.attempts`` is above 1 an earlier attempt may have sent it already."""

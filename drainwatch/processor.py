@@ -1,17 +1,18 @@
-"""Applies the watchers' events: store the facts, evaluate the rules, deliver new alerts.
+"""Applies the watchers' events: store the facts, evaluate the rules, write alerts to the outbox.
 
-Idempotent: a replayed event stores nothing new and delivers nothing twice. An alert is delivered
-before it is saved, so a crash in between repeats a delivery rather than losing one
-(at-least-once; the outbox of issue #5 makes delivery exactly-once). An alert follows its
-transaction: re-mined in another block after a reorg, it carries the new block, so that a later
-disconnect of that block retracts it again. A replay from an older offset re-runs the same
-sequence of states and may repeat intermediate updates, never lose the final one.
+Idempotent: a replayed event stores nothing new and announces nothing twice. Every new alert and
+every change of one (provisional → confirmed, retracted, re-mined in another block) is saved
+together with one outbox row per sink, in the same store transaction: nothing is sent from here.
+The notifier sends the outbox's rows afterwards (``on_commit`` wakes it), so a crash can neither
+lose an alert nor send one that was not saved. An alert follows its transaction: re-mined in
+another block after a reorg, it carries the new block, so that a later disconnect of that block
+retracts it again. A replay from an older offset re-runs the same sequence of states and may
+announce intermediate states again, never lose the final one.
 
 A batch of messages (``handle_messages``, what a poll of the bus hands over) is applied in one
-store transaction: one commit for a block's events instead of one per event. Its alerts are
-delivered as the batch goes, each before the commit that saves it; when anything in the batch
-fails, none of its writes is kept, and the bus, which commits the batch's offsets only after it
-was applied, hands the whole batch over again (its delivered alerts are then delivered again).
+store transaction: one commit for a block's events instead of one per event. When anything in
+the batch fails, none of its writes is kept (outbox rows included), and the bus, which commits
+the batch's offsets only after it was applied, hands the whole batch over again.
 """
 
 from __future__ import annotations
@@ -20,19 +21,20 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from alerts.render import render
 from alerts.rules import RulePolicy, WalletBook, evaluate
 from drainwatch import codec
 from drainwatch.errors import BusError, CodecError
 from drainwatch.events import (
+    BalanceSeen,
+    BlockConfirmed,
     BlockDisconnected,
     ControlChangeSeen,
     Event,
     TransferSeen,
     UtxoSpendSeen,
 )
-from drainwatch.model import Alert, AlertState, Asset, Chain, ChainKind
-from drainwatch.ports import AlertSink, Message, Store
+from drainwatch.model import Alert, AlertState, Asset, Chain
+from drainwatch.ports import Message, Store
 
 
 class Processor:
@@ -43,16 +45,22 @@ class Processor:
         chains: Mapping[str, Chain],
         assets: Mapping[str, Mapping[str, Asset]],
         policy: RulePolicy,
-        sinks: Sequence[AlertSink],
+        sinks: Sequence[str],
         clock: Callable[[], datetime],
+        *,
+        on_commit: Callable[[], object] | None = None,
     ) -> None:
+        """``sinks`` are the outbox's sink names (``wiring.sink_names``); ``on_commit`` is
+        called after a batch that wrote outbox rows has committed (it wakes the notifier)."""
         self._store = store
         self._book = book
         self._chains = chains
         self._assets = assets
         self._policy = policy
-        self._sinks = sinks
+        self._sinks = list(sinks)
         self._clock = clock
+        self._on_commit = on_commit
+        self._announced = False
 
     def handle_message(self, message: Message) -> None:
         self.handle_messages([message])
@@ -92,20 +100,29 @@ class Processor:
         rules read no fact, only the alerts): one statement for a block's transfers."""
         if not events:
             return
+        self._announced = False
         with self._store.batch():
             for run in _runs(events):
                 self._store.upsert_transfers(e.transfer for e in run if isinstance(e, TransferSeen))
                 self._store.upsert_control_changes(
                     e.change for e in run if isinstance(e, ControlChangeSeen)
                 )
+                self._store.upsert_balances(e.balance for e in run if isinstance(e, BalanceSeen))
                 for event in run:
                     self._apply(event)
+        if self._announced and self._on_commit is not None:
+            self._on_commit()
 
     def _apply(self, event: Event) -> None:
         """The rules on a sighting (its fact is stored already), or a disconnect's retraction."""
         if isinstance(event, TransferSeen | ControlChangeSeen):
             for alert in evaluate(event, self._book, self._policy, self._clock()):
                 self._raise(alert)
+        elif isinstance(event, BlockConfirmed):
+            self._store.confirm_block(event.chain, event.block)
+            for alert in self._store.alerts_in_block(event.chain, event.block):
+                if alert.state is AlertState.PROVISIONAL:
+                    self._raise(replace(alert, state=AlertState.CONFIRMED))
         elif isinstance(event, BlockDisconnected):
             self._store.orphan_transfers(event.chain, event.block)
             for alert in self._store.alerts_in_block(event.chain, event.block):
@@ -120,14 +137,13 @@ class Processor:
             return  # a mempool verdict (pending or withdrawn) on what a block already carries
         if known is not None:  # the same alert, moved on: keep its identity and first time
             alert = replace(known, state=alert.state, block=alert.block)
-        chain = self._chains.get(alert.chain) or _unknown_chain(alert.chain)
-        text = render(alert, chain, self._assets.get(alert.chain, {}), self._book)
-        for sink in self._sinks:
-            sink.deliver(alert, text.en, text.ja)
         if known is None:
             self._store.save_alert(alert)
         else:
             self._store.update_alert(alert)
+        previous = None if known is None else known.state
+        self._store.enqueue_delivery(alert, self._sinks, previous, None, self._clock())
+        self._announced = True
 
 
 _MINED = (AlertState.PROVISIONAL, AlertState.CONFIRMED, AlertState.SUPERSEDED, AlertState.EXECUTED)
@@ -139,7 +155,7 @@ def _runs(events: Sequence[Event]) -> Iterator[list[Event]]:
     while a second call may refuse it, e.g. a pending one after a confirmed one), and every
     other event (a disconnect, which must see the facts before it) alone."""
     run: list[Event] = []
-    keys: set[tuple[str, tuple[str, str, str]]] = set()
+    keys: set[tuple[str, tuple[str, ...]]] = set()
     for event in events:
         key = _fact_key(event)
         if key is None or key in keys:
@@ -155,16 +171,13 @@ def _runs(events: Sequence[Event]) -> Iterator[list[Event]]:
         yield run
 
 
-def _fact_key(event: Event) -> tuple[str, tuple[str, str, str]] | None:
+def _fact_key(event: Event) -> tuple[str, tuple[str, ...]] | None:
     if isinstance(event, TransferSeen):
         return ("transfer", event.transfer.key)
     if isinstance(event, ControlChangeSeen):
         return ("change", event.change.key)
+    if isinstance(event, BalanceSeen):
+        return ("balance", event.balance.key)
     if isinstance(event, UtxoSpendSeen):
         return ("spend", event.spend.key)  # carried on the bus for its consumers; not stored
     return None
-
-
-def _unknown_chain(name: str) -> Chain:
-    """A chain no longer in the config still gets its alert (amounts shown in base units)."""
-    return Chain(name, ChainKind.EVM, "unknown", "base units", 0)

@@ -345,6 +345,9 @@ def build_pipeline(
                 after_publish=after_publish,
                 prepare=prepare,
                 safes=app.book.multisig_addresses(name),
+                wallets={
+                    a: w.name for w in app.book.wallets if w.chain == name for a in w.addresses
+                },
             )
         pipeline.followers.append(follower)
     return pipeline

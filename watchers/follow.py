@@ -1,13 +1,19 @@
-"""Follows one chain's head at its confirmation depth and publishes what watched wallets do.
+"""Follows one chain's head and publishes what watched wallets do, as soon as a block has it.
 
-The part every chain shares. For each block, in height order: fetch it, check that its parent is
-the block processed before (else rewind: a reorg), extract what touches a watched wallet, record
-the block (and what the chain keeps with it: a Bitcoin watcher's UTXO set), publish the events,
-flush the bus (and, on a bus that keeps nothing, let the processor handle them), and only then
-move the checkpoint. A crash anywhere re-publishes at most the block in hand (consumers are
-idempotent); no block is skipped, because the next height is always checkpoint + 1. A node that
-contradicts itself (backends behind a load balancer that disagree) is a ``NodeInconsistent``
-error, retried later: never a reason to retract.
+The part every chain shares. For each block up to the node's head, in height order: fetch it,
+check that its parent is the block processed before (else rewind: a reorg), extract what touches
+a watched wallet, record the block (and what the chain keeps with it: a Bitcoin watcher's UTXO
+set), publish the events, flush the bus (and, on a bus that keeps nothing, let the processor
+handle them), and only then move the checkpoint. A crash anywhere re-publishes at most the block
+in hand (consumers are idempotent); no block is skipped, because the next height is always
+checkpoint + 1. A node that contradicts itself (backends behind a load balancer that disagree)
+is a ``NodeInconsistent`` error, retried later: never a reason to retract.
+
+What a block below the chain's confirmation depth carries is published ``provisional``: an alert
+must not wait for confirmations. Once the block has them, a ``BlockConfirmed`` moves it all to
+confirmed (published before the store notes it, so a crash between re-publishes it, which
+changes nothing). A block processed when it is already deep (catching up) is published confirmed
+at once. A reorg retracts provisional and confirmed blocks alike.
 
 A chain's follower subclasses ``Follower`` with how to read its node (``node_head``,
 ``node_block``, ``fetch``), what a block means (``extract``) and its mempool (``pending``).
@@ -18,13 +24,22 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from drainwatch import codec
 from drainwatch.errors import DrainwatchError, RetriableRpcError
-from drainwatch.events import BlockConnected, BlockDisconnected, Event
-from drainwatch.model import BlockRef, Chain
+from drainwatch.events import (
+    BlockConfirmed,
+    BlockConnected,
+    BlockDisconnected,
+    ControlChangeSeen,
+    Event,
+    TransferSeen,
+    UtxoSpendSeen,
+)
+from drainwatch.model import BlockRef, Chain, TransferStatus
 from drainwatch.ports import EventBus, Store
 
 log = logging.getLogger(__name__)
@@ -85,6 +100,8 @@ class Follower(ABC, Generic[B]):
         self._stalled: tuple[int, int] = (-1, 0)  # (height, consecutive not-ready attempts)
         self._unpublished_steps = 0
         self._synced: BlockRef | bool | None = False  # the checkpoint the chain state matches
+        #: The highest block with its confirmations, as of the last look at the node's head.
+        self._confirmed = -1
         self.reorgs = 0
 
     # --- what a chain's follower provides -------------------------------------------------
@@ -127,11 +144,13 @@ class Follower(ABC, Generic[B]):
         return head - max(self.chain.confirmations - 1, 0)
 
     def step(self, until: int | None = None) -> int:
-        """Process every block up to the confirmed head (or ``until``); return how many."""
+        """Process every block up to the node's head (or ``until``), confirm those that have
+        their confirmations now, then read the mempool; return how many blocks."""
         if self._prepare is not None:
             self._prepare()
             self._prepare = None
-        target = self.confirmed_height(self.node_head())
+        target = self.node_head()
+        self._confirmed = self.confirmed_height(target)
         if until is not None:
             target = min(target, until)
         self._reconcile(self._store.get_checkpoint(self.chain.name))
@@ -144,10 +163,12 @@ class Follower(ABC, Generic[B]):
                 self.resync(tip)
                 self._synced = tip
             if height > target:
+                self._confirm()
                 self._poll_mempool()
                 return processed
             block = self.fetch(height)
             if block is None:  # the node (or the backend that answered) has not got it yet
+                self._confirm()
                 return processed
             if tip is None and height > 0:
                 # A new deployment: the block below its first becomes its checkpoint before
@@ -161,6 +182,7 @@ class Follower(ABC, Generic[B]):
             self._synced = False  # until the block is through: a failure leaves it half done
             if not self._process(block):
                 self._synced = tip
+                self._confirm()
                 return processed
             self._synced = block.ref
             processed += 1
@@ -189,7 +211,16 @@ class Follower(ABC, Generic[B]):
             return tip.height + 1
         if self._start_height is not None:
             return self._start_height
-        return max(target, 0)  # a new deployment starts at the confirmed head, not at genesis
+        return max(target, 0)  # a new deployment starts at the head, not at genesis
+
+    def _confirm(self) -> None:
+        """Announce the processed blocks that have reached their confirmations."""
+        blocks = self._store.unconfirmed_blocks(self.chain.name, self._confirmed)
+        if not blocks:
+            return
+        self._publish([BlockConfirmed(self.chain.name, ref) for ref in blocks])
+        for ref in blocks:
+            self._store.mark_block_confirmed(self.chain.name, ref)
 
     def _process(self, block: B) -> bool:
         """Publish one block's events; False when the node cannot give all of them yet."""
@@ -198,12 +229,17 @@ class Follower(ABC, Generic[B]):
             self._stall(block.ref.height)
             return False
         self._stalled = (-1, 0)
+        deep = block.ref.height <= self._confirmed
+        if not deep:
+            events = [_provisional(e) for e in events]
         # The block's own event comes last: a consumer that has handled it has the whole block.
         events.append(BlockConnected(self.chain.name, block.ref, block.parent_hash, block.time))
         # Recorded before publishing: if the process dies after publishing and the block is
         # then replaced, the next start still knows to retract it (see _reconcile).
         with self._store.batch():
-            self._store.record_block(self.chain.name, block.ref, block.parent_hash, block.time)
+            self._store.record_block(
+                self.chain.name, block.ref, block.parent_hash, block.time, confirmed=deep
+            )
             self.record(block)
         self._publish(events)
         self._store.set_checkpoint(self.chain.name, block.ref)
@@ -305,3 +341,16 @@ class Follower(ABC, Generic[B]):
         for ref in stale:
             self._store.orphan_block(self.chain.name, ref)
         self._synced = False  # the chain state must be read again from the store
+
+
+def _provisional(event: Event) -> Event:
+    """A block event as published below the confirmation depth: what the extractors mark
+    confirmed (the block's own facts) is provisional until ``BlockConfirmed``; verdicts on
+    pending readings (superseded, executed, orphaned) stay as they are."""
+    if isinstance(event, TransferSeen) and event.transfer.status is TransferStatus.CONFIRMED:
+        return TransferSeen(replace(event.transfer, status=TransferStatus.PROVISIONAL))
+    if isinstance(event, ControlChangeSeen) and event.change.status is TransferStatus.CONFIRMED:
+        return ControlChangeSeen(replace(event.change, status=TransferStatus.PROVISIONAL))
+    if isinstance(event, UtxoSpendSeen) and event.spend.status is TransferStatus.CONFIRMED:
+        return UtxoSpendSeen(replace(event.spend, status=TransferStatus.PROVISIONAL))
+    return event

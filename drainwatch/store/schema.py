@@ -280,6 +280,22 @@ class ExpectationRow(Base):
     consumed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class BalanceRow(Base):
+    """A ``drainwatch.model.Balance``. Rows of orphaned blocks are left in place and ignored
+    (joined with ``blocks``)."""
+
+    __tablename__ = "balances"
+    __table_args__ = (Index("ix_balances_time", "chain", "wallet", "asset", "block_time"),)
+
+    chain: Mapped[str] = mapped_column(Text, primary_key=True)
+    wallet: Mapped[str] = mapped_column(Text, primary_key=True)
+    asset: Mapped[str] = mapped_column(Text, primary_key=True)
+    block_hash: Mapped[str] = mapped_column(Text, primary_key=True)
+    block_height: Mapped[int] = mapped_column(BigInteger)
+    block_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    amount: Mapped[int] = mapped_column(Amount)
+
+
 class IncidentRow(Base):
     __tablename__ = "incidents"
 

@@ -28,6 +28,7 @@ from drainwatch.errors import StoreError
 from drainwatch.model import (
     Alert,
     AlertState,
+    Balance,
     BlockRef,
     ControlChange,
     Incident,
@@ -54,6 +55,7 @@ from drainwatch.store.rows import (
 )
 from drainwatch.store.schema import (
     AlertRow,
+    BalanceRow,
     Base,
     BlockRow,
     CheckpointRow,
@@ -90,7 +92,12 @@ _ALERT_UPDATABLE = (
 _CONFIRMED = TransferStatus.CONFIRMED.value
 _PROVISIONAL = TransferStatus.PROVISIONAL.value
 _ORPHANED = TransferStatus.ORPHANED.value
-_MINED_STATUSES = (_CONFIRMED, TransferStatus.SUPERSEDED.value, TransferStatus.EXECUTED.value)
+_MINED_STATUSES = (
+    _CONFIRMED,
+    _PROVISIONAL,
+    TransferStatus.SUPERSEDED.value,
+    TransferStatus.EXECUTED.value,
+)
 
 
 def describe(url: URL) -> str:
@@ -170,7 +177,13 @@ class SqlStore:
     # -- blocks and checkpoints ----------------------------------------------------------------
 
     def record_block(
-        self, chain: str, block: BlockRef, parent_hash: str, block_time: datetime
+        self,
+        chain: str,
+        block: BlockRef,
+        parent_hash: str,
+        block_time: datetime,
+        *,
+        confirmed: bool = False,
     ) -> None:
         stmt = self._insert(BlockRow).values(
             chain=chain,
@@ -179,12 +192,12 @@ class SqlStore:
             parent_hash=parent_hash,
             block_time=block_time,
             orphaned=False,
-            confirmed=False,
+            confirmed=confirmed,
         )
         # Recording a block again means it is back on the best chain: clear its orphaned flag.
         # Its events come again as provisional, so it must reach its confirmations again too.
         stmt = stmt.on_conflict_do_update(
-            index_elements=["chain", "hash"], set_={"orphaned": False, "confirmed": False}
+            index_elements=["chain", "hash"], set_={"orphaned": False, "confirmed": confirmed}
         )
         with self._write("record_block") as conn:
             conn.execute(stmt)
@@ -303,7 +316,14 @@ class SqlStore:
         # block carries: only the watcher's orphan_block does, after a reorg; after that the
         # row may become pending again. A node a block behind must not unconfirm a leak.
         unmined = and_(*(old.status != status for status in _MINED_STATUSES))
-        not_demoted = or_(new.block_hash.is_not(None), unmined)
+        # A replayed provisional sighting of a block that has since reached its confirmations
+        # leaves the row confirmed.
+        unconfirmed = or_(
+            old.status != _CONFIRMED,
+            new.status != _PROVISIONAL,
+            old.block_hash.is_distinct_from(new.block_hash),
+        )
+        not_demoted = and_(or_(new.block_hash.is_not(None), unmined), unconfirmed)
         return stmt.on_conflict_do_update(
             index_elements=key,
             set_={
@@ -553,6 +573,62 @@ class SqlStore:
         stmt = stmt.on_conflict_do_nothing(index_elements=["sink", "alert_id"])
         with self._write("set_delivery_ref") as conn:
             conn.execute(stmt)
+
+    # -- balances ------------------------------------------------------------------------------
+
+    def upsert_balances(self, balances: Iterable[Balance]) -> int:
+        latest = {b.key: b for b in balances}
+        if not latest:
+            return 0
+        rows = [
+            {
+                "chain": b.chain,
+                "wallet": b.wallet,
+                "asset": b.asset,
+                "block_hash": b.block.hash,
+                "block_height": b.block.height,
+                "block_time": b.block_time,
+                "amount": b.amount,
+            }
+            for b in latest.values()
+        ]
+        stmt = self._insert(BalanceRow)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["chain", "wallet", "asset", "block_hash"],
+            set_={"amount": stmt.excluded.amount},
+            where=BalanceRow.amount != stmt.excluded.amount,
+        )
+        with self._write("upsert_balances") as conn:
+            return int(conn.execute(stmt, rows).rowcount)
+
+    def balances(self, chain: str, wallet: str, asset: str, since: datetime) -> list[Balance]:
+        query = (
+            select(BalanceRow)
+            .join(
+                BlockRow,
+                and_(BlockRow.chain == BalanceRow.chain, BlockRow.hash == BalanceRow.block_hash),
+            )
+            .where(
+                BalanceRow.chain == chain,
+                BalanceRow.wallet == wallet,
+                BalanceRow.asset == asset,
+                BalanceRow.block_time >= since,
+                BlockRow.orphaned.is_(False),
+            )
+            .order_by(BalanceRow.block_height, BalanceRow.block_hash)
+        )
+        with self._read("balances") as session:
+            return [
+                Balance(
+                    r.chain,
+                    r.wallet,
+                    r.asset,
+                    r.amount,
+                    BlockRef(r.block_height, r.block_hash),
+                    r.block_time,
+                )
+                for r in session.scalars(query)
+            ]
 
     # -- expectations --------------------------------------------------------------------------
 

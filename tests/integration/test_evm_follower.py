@@ -15,7 +15,13 @@ from drainwatch import codec
 from drainwatch.bus.inprocess import InProcessBus
 from drainwatch.drill_contracts import EMITTER_INITCODE, FORWARDER_INITCODE
 from drainwatch.errors import ConfigError, RpcError
-from drainwatch.events import BlockConnected, BlockDisconnected, Event, TransferSeen
+from drainwatch.events import (
+    BlockConfirmed,
+    BlockConnected,
+    BlockDisconnected,
+    Event,
+    TransferSeen,
+)
 from drainwatch.model import Chain, ChainKind, TransferKind, TransferStatus
 from drainwatch.ports import JsonRpc, Message, Store
 from drainwatch.processor import Processor
@@ -120,14 +126,50 @@ def test_publishes_native_transfers_of_watched_wallets(evm_node: EvmNode, store:
     assert all(t.status is TransferStatus.CONFIRMED for t in stored)
 
 
-def test_waits_for_the_confirmation_depth(evm_node: EvmNode, store: Store) -> None:
+def test_publishes_at_once_as_provisional_and_confirms_at_the_depth(
+    evm_node: EvmNode, store: Store
+) -> None:
+    """A block's transfers go out as soon as the node has the block (provisional), and a
+    BlockConfirmed moves them to confirmed once the block has its confirmations (bitcoind's
+    count: its own block included), exactly once."""
+    rig = Rig(evm_node, store, confirmations=3)
+    tx = evm_node.send(rig.hot, rig.attacker, 5)
+    block = evm_node.head()
+    rig.follower().step()
+    first = rig.events()
+    assert [(t[0], t[3]) for t in _transfers(first)] == [(tx.lower(), 5)]
+    assert {e.transfer.status for e in first if isinstance(e, TransferSeen)} == {
+        TransferStatus.PROVISIONAL
+    }
+    assert not [e for e in first if isinstance(e, BlockConfirmed)]
+    assert [t.status for t in store.transfers(address=rig.hot)] == [TransferStatus.PROVISIONAL]
+    evm_node.mine(1)  # two confirmations: not yet
+    rig.follower().step()
+    assert not [e for e in rig.events() if isinstance(e, BlockConfirmed | TransferSeen)]
+    evm_node.mine(1)  # three
+    rig.follower().step()
+    confirmed = [e.block.height for e in rig.events() if isinstance(e, BlockConfirmed)]
+    assert confirmed == list(range(rig.start, block + 1))
+    assert [t.status for t in store.transfers(address=rig.hot)] == [TransferStatus.CONFIRMED]
+    rig.follower().step()  # a restart: nothing confirmed twice
+    assert not [e for e in rig.events() if isinstance(e, BlockConfirmed)]
+
+
+def test_blocks_already_deep_are_published_confirmed(evm_node: EvmNode, store: Store) -> None:
+    """Catching up, a block that has its confirmations already is published confirmed, with no
+    BlockConfirmed after it."""
     rig = Rig(evm_node, store, confirmations=2)
     tx = evm_node.send(rig.hot, rig.attacker, 5)
+    evm_node.mine(3)
     rig.follower().step()
-    assert _transfers(rig.events()) == []
-    evm_node.mine(1)  # two confirmations, counting the transfer's own block (bitcoind's count)
-    rig.follower().step()
-    assert [t[0] for t in _transfers(rig.events())] == [tx.lower()]
+    events = rig.events()
+    statuses = {
+        e.transfer.tx_hash: e.transfer.status for e in events if isinstance(e, TransferSeen)
+    }
+    assert statuses == {tx.lower(): TransferStatus.CONFIRMED}
+    assert not [e for e in events if isinstance(e, BlockConfirmed)]
+    head = evm_node.head()  # the only block with fewer than two confirmations
+    assert [b.height for b in store.unconfirmed_blocks("devchain", head)] == [head]
 
 
 def test_restart_resumes_from_the_checkpoint_without_gaps(evm_node: EvmNode, store: Store) -> None:

@@ -33,6 +33,7 @@ TABLES = {
     "outbox",
     "delivery_refs",
     "expectations",
+    "balances",
 }
 
 
@@ -183,7 +184,7 @@ def test_downgrade_to_0001_removes_only_the_utxos(empty_database: str) -> None:
     engine = _engine(empty_database)
     with engine.begin() as conn:
         command.downgrade(alembic_config(conn), "0001")
-    after_0001 = TABLES - {"utxos", "outbox", "delivery_refs", "expectations"}
+    after_0001 = TABLES - {"utxos", "outbox", "delivery_refs", "expectations", "balances"}
     assert set(inspect(engine).get_table_names()) == after_0001 | {"alembic_version"}
     assert _revision(engine) == "0001"
     engine.dispose()

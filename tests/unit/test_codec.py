@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from drainwatch import codec
 from drainwatch.errors import CodecError
 from drainwatch.events import (
+    BalanceSeen,
+    BlockConfirmed,
     BlockConnected,
     BlockDisconnected,
     ControlChangeSeen,
@@ -22,6 +24,7 @@ from drainwatch.events import (
 from drainwatch.model import (
     Alert,
     Asset,
+    Balance,
     BlockRef,
     Chain,
     ControlChange,
@@ -72,6 +75,8 @@ STRATEGIES = {
         amount=st.none() | UINT256,
         block=st.none() | blocks,
         subject=st.tuples(text, hex32, text),
+        facts=st.lists(st.tuples(text, text), max_size=3).map(tuple),
+        acked_at=st.none() | times,
     ),
     Utxo: st.builds(
         Utxo, amount=UINT256, block=blocks, spent_block=st.none() | blocks, vout=st.integers(0)
@@ -86,6 +91,7 @@ STRATEGIES = {
         block_time=st.none() | times,
     ),
     Expectation: st.builds(Expectation, amount=UINT256, valid_until=times),
+    Balance: st.builds(Balance, amount=UINT256, block=blocks, block_time=times),
     Incident: st.builds(Incident, opened_at=times, closed_at=st.none() | times),
     TimelineEntry: st.builds(TimelineEntry, at=times),
 }
@@ -114,6 +120,8 @@ def test_strategies_cover_every_model_dataclass() -> None:
     st.one_of(
         st.builds(BlockConnected, block=blocks, block_time=times, parent_hash=hex32),
         st.builds(BlockDisconnected, block=blocks),
+        st.builds(BlockConfirmed, block=blocks),
+        st.builds(BalanceSeen, balance=STRATEGIES[Balance]),
         st.builds(TransferSeen, transfer=STRATEGIES[Transfer]),
         st.builds(ControlChangeSeen, change=STRATEGIES[ControlChange]),
         st.builds(UtxoSpendSeen, spend=STRATEGIES[UtxoSpend]),
@@ -210,6 +218,7 @@ def test_model_amount_fields_are_marked() -> None:
         ("SpentInput", "amount"),
         ("SpendOutput", "amount"),
         ("Expectation", "amount"),
+        ("Balance", "amount"),
     }
 
 

@@ -15,8 +15,8 @@ import logging
 from collections.abc import Callable
 
 from drainwatch.addresses import BitcoinAddressParams
-from drainwatch.events import Event
-from drainwatch.model import BlockRef, Chain
+from drainwatch.events import BalanceSeen, Event, UtxoSpendSeen
+from drainwatch.model import NATIVE_ASSET_ID, Balance, BlockRef, Chain
 from drainwatch.ports import EventBus, JsonRpc, Store
 from watchers.bitcoin.block import outpoint_key
 from watchers.bitcoin.derive import ScriptBook
@@ -112,7 +112,30 @@ class BitcoinFollower(Follower[FetchedBitcoinBlock]):
         mined = {tx.txid for tx in block.block.txs}  # hashed already, for the merkle root
         verdicts, self._settling = self.mempool.verdicts(scan.spends, mined)
         self._scan = scan
-        return verdicts + scan.events
+        return verdicts + scan.events + self._balances(scan, block)
+
+    def _balances(self, scan: BlockScan, block: FetchedBitcoinBlock) -> list[Event]:
+        """Each wallet that spent a coin in the block, with what it holds after it (the
+        scanner's coins are the set after the block): what the balance-fall rule compares."""
+        spenders = {
+            i.wallet
+            for e in scan.events
+            if isinstance(e, UtxoSpendSeen)
+            for i in e.spend.inputs
+            if i.wallet is not None
+        }
+        if not spenders:
+            return []
+        held = dict.fromkeys(spenders, 0)
+        for coin in self.scanner.coins.values():
+            if coin.wallet in held:
+                held[coin.wallet] += coin.amount
+        return [
+            BalanceSeen(
+                Balance(self.chain.name, w, NATIVE_ASSET_ID, held[w], block.ref, block.time)
+            )
+            for w in sorted(held)
+        ]
 
     def record(self, block: FetchedBitcoinBlock) -> None:
         scan = self._scan

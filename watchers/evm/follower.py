@@ -8,12 +8,13 @@ control changes. Pending transactions come from ``MempoolWatch``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from drainwatch.errors import ConfigError, DrainwatchError, RetriableRpcError
 from drainwatch.events import ControlChangeSeen, Event, TransferSeen
 from drainwatch.model import BlockRef, Chain
 from drainwatch.ports import EventBus, JsonRpc, Store
+from watchers.evm.balances import BalanceReader
 from watchers.evm.extract import BlockExtractor
 from watchers.evm.mapping import EvmBlock, parse_block_ref, parse_quantity
 from watchers.evm.mempool import MempoolWatch
@@ -60,7 +61,10 @@ class EvmFollower(Follower[EvmBlock]):
         notice: Callable[[str], None] = log.warning,
         prepare: Callable[[], None] | None = None,
         safes: Iterable[str] = (),
+        wallets: Mapping[str, str] | None = None,
     ) -> None:
+        """``wallets`` maps watched addresses to wallet names: the wallets whose balance is read
+        after a block with an outflow (none when not given)."""
         super().__init__(
             chain,
             store,
@@ -75,6 +79,7 @@ class EvmFollower(Follower[EvmBlock]):
         watched_set = frozenset(a.lower() for a in watched)
         self._extractor = BlockExtractor(chain.name, rpc, watched_set, safes=safes, notice=notice)
         self._mempool = MempoolWatch(chain.name, rpc, watched_set, notice=notice)
+        self._balances = BalanceReader(chain.name, rpc, wallets or {}, notice=notice)
 
     def node_head(self) -> int:
         head = self._rpc.call("eth_blockNumber", [])
@@ -98,6 +103,7 @@ class EvmFollower(Follower[EvmBlock]):
             return None
         events: list[Event] = [TransferSeen(t) for t in facts.transfers]
         events += [ControlChangeSeen(c) for c in facts.changes]
+        events += self._balances.after(block.ref, block.time, facts.transfers)
         return events
 
     def pending(self) -> list[Event]:

@@ -1,6 +1,6 @@
 """Alert delivery and planned outflows: the outbox, where each sink put an alert's message,
-the exchange's expectations, an alert's facts and acknowledgement, and which blocks have
-reached their confirmations.
+the exchange's expectations, wallets' balances after outflows, an alert's facts and
+acknowledgement, and which blocks have reached their confirmations.
 
 Revision ID: 0003
 Revises: 0002
@@ -80,11 +80,24 @@ def upgrade() -> None:
         sa.Column("consumed_at", TIME, nullable=True),
         sa.PrimaryKeyConstraint("reference"),
     )
+    op.create_table(
+        "balances",
+        sa.Column("chain", TEXT, nullable=False),
+        sa.Column("wallet", TEXT, nullable=False),
+        sa.Column("asset", TEXT, nullable=False),
+        sa.Column("block_hash", TEXT, nullable=False),
+        sa.Column("block_height", sa.BigInteger(), nullable=False),
+        sa.Column("block_time", TIME, nullable=False),
+        sa.Column("amount", AMOUNT, nullable=False),
+        sa.PrimaryKeyConstraint("chain", "wallet", "asset", "block_hash"),
+    )
+    op.create_index("ix_balances_time", "balances", ["chain", "wallet", "asset", "block_time"])
     op.create_index("ix_expectations_wallet", "expectations", ["chain", "wallet"])
     op.create_index("ix_expectations_consumer", "expectations", ["consumed_chain", "consumed_tx"])
 
 
 def downgrade() -> None:
+    op.drop_table("balances")
     op.drop_table("expectations")
     op.drop_table("delivery_refs")
     op.drop_table("outbox")
