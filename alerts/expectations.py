@@ -1,9 +1,11 @@
 """Reconciliation of outflows with what the exchange planned: the heart of leak detection.
 
 Pure: ``reconcile(transfer, book, expectations, consumed, now)`` says whether an outflow of a
-watched wallet was planned — it goes to another of the exchange's own wallets (a sweep, a
-refill, change), or it matches an announced ``Expectation`` not yet used by another outflow —
-or not. It reads no store and keeps no state; the caller keeps which expectations were used
+watched wallet was planned — it matches an announced ``Expectation`` not yet used by another
+outflow, or it goes to one of the exchange's own wallets (a sweep, a refill, change) — or not.
+An announced movement between own wallets uses its expectation (so that a cold wallet's refill
+can be required to be announced, and one announcement covers one refill). It reads no store
+and keeps no state; the caller keeps which expectations were used
 (``consumed``: one expectation covers one outflow, so two identical withdrawals need two).
 
 An outflow matches an expectation when all of these hold: same chain, the outflow's source
@@ -19,9 +21,12 @@ from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from alerts.rules import WalletBook
 from drainwatch.model import Expectation, Transfer, Wallet
+
+if TYPE_CHECKING:  # the rules import this module: only the type is needed here
+    from alerts.rules import WalletBook
 
 
 class Plan(StrEnum):
@@ -36,6 +41,8 @@ class Reconciliation:
     plan: Plan
     #: The expectation it used (``Plan.EXPECTED``), else None.
     reference: str | None = None
+    #: The exchange's own wallet it goes to (a sweep, a refill, change), else None.
+    destination: Wallet | None = None
 
     @property
     def planned(self) -> bool:
@@ -67,8 +74,7 @@ def reconcile(
     source = book.owner(transfer.chain, transfer.from_address)
     if source is None:
         return None
-    if book.owner(transfer.chain, transfer.to_address) is not None:
-        return Reconciliation(source, Plan.OWN_WALLET)
+    own = book.owner(transfer.chain, transfer.to_address)
     when = transfer.block_time or now
     matching = [
         e
@@ -81,7 +87,9 @@ def reconcile(
         and when <= e.valid_until
         and same_address(e.destination, transfer.to_address)
     ]
-    if not matching:
-        return Reconciliation(source, Plan.UNPLANNED)
-    first = min(matching, key=lambda e: (e.valid_until, e.reference))
-    return Reconciliation(source, Plan.EXPECTED, first.reference)
+    if matching:
+        first = min(matching, key=lambda e: (e.valid_until, e.reference))
+        return Reconciliation(source, Plan.EXPECTED, first.reference, own)
+    if own is not None:
+        return Reconciliation(source, Plan.OWN_WALLET, None, own)
+    return Reconciliation(source, Plan.UNPLANNED)

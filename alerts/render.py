@@ -9,9 +9,18 @@ news, not a hand-over.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from alerts.rules import COLD_OUTFLOW, CONTROL_PREFIX, WalletBook
+from alerts.rules import (
+    BALANCE_FALL,
+    COLD_OUTFLOW,
+    CONTROL_PREFIX,
+    LABELLED_DESTINATION,
+    LIMIT_SINGLE,
+    LIMIT_WINDOW,
+    UNPLANNED_OUTFLOW,
+    WalletBook,
+)
 from drainwatch.addresses import is_valid_evm_address, to_checksum
 from drainwatch.model import (
     LAX_ENCODING,
@@ -62,6 +71,11 @@ _LAX_NOTE = (
 )
 _RULE_TITLE = {
     COLD_OUTFLOW: ("Outflow from cold wallet", "コールドウォレットからの送金"),
+    UNPLANNED_OUTFLOW: ("Unplanned outflow", "計画外の送金"),
+    LIMIT_SINGLE: ("Single outflow above the wallet's limit", "1 回の送金が限度額を超過"),
+    LIMIT_WINDOW: ("Outflows above the wallet's window limit", "期間内の送金合計が限度額を超過"),
+    BALANCE_FALL: ("Wallet balance fell sharply", "ウォレット残高の急減"),
+    LABELLED_DESTINATION: ("Outflow to a labelled address", "要注意ラベル付きアドレスへの送金"),
     CONTROL_PREFIX + "approval": ("Token approval by wallet", "ウォレットによるトークン承認"),
     CONTROL_PREFIX + "approval_for_all": (
         "Operator approved for all tokens",
@@ -149,6 +163,9 @@ def render(alert: Alert, chain: Chain, assets: Mapping[str, Asset], book: Wallet
     what_en, what_ja = f"amount {amount} → {dest_en}", f"金額 {amount} → 送金先 {dest_ja}"
     if alert.rule_id.startswith(CONTROL_PREFIX):
         what_en, what_ja = _control_text(alert, chain, assets, dest)
+    found = _facts_text(alert, chain, assets)
+    if found is not None:
+        what_en, what_ja = f"{what_en}\n  {found[0]}", f"{what_ja}\n  {found[1]}"
     if alert.subject[2].startswith(PENDING_INDEX):
         note_en, note_ja = _PENDING_NOTE if alert.state is AlertState.PENDING else _READ_NOTE
         what_en, what_ja = f"{what_en}\n  {note_en}", f"{what_ja}\n  {note_ja}"
@@ -261,3 +278,69 @@ def _maybe_token_zero(alert: Alert) -> bool:
         and alert.amount == 0
         and spender.strip("0") != ""
     )
+
+
+_CATEGORY = {"sanctioned": "制裁対象", "mixer": "ミキサー", "attacker": "攻撃者"}
+
+
+def _facts_text(alert: Alert, chain: Chain, assets: Mapping[str, Asset]) -> tuple[str, str] | None:
+    """What the outflow rules found (``alert.facts``), in words."""
+    f = dict(alert.facts)
+
+    def units(name: str) -> str:
+        return amount_text(replace(alert, amount=int(f[name])), chain, assets)
+
+    if alert.rule_id in (UNPLANNED_OUTFLOW, COLD_OUTFLOW) and "expectation" in f:
+        n = f.get("open_expectations", "0")
+        if "own_wallet" in f:
+            own = f["own_wallet"]
+            return (
+                f"refill of own wallet {own} without an expectation (refills must be announced)",
+                f"予定の登録がない自社ウォレット {own} への補充です（補充は事前登録が必要です）",
+            )
+        return (
+            f"no matching expectation ({n} open for this wallet)",
+            f"一致する予定送金がありません（このウォレットの有効な予定 {n} 件）",
+        )
+    if alert.rule_id == LIMIT_SINGLE:
+        amount, limit = units("amount"), units("max_single")
+        return (
+            f"single outflow {amount} above the limit {limit}",
+            f"1 回の送金 {amount} が限度額 {limit} を超えています",
+        )
+    if alert.rule_id == LIMIT_WINDOW:
+        total, limit, n = units("window_sum"), units("max_window"), f["outflows"]
+        en_window, ja_window = _duration(int(f["window_seconds"]))
+        return (
+            f"{n} unplanned outflow(s) within {en_window} total {total}, above the limit {limit}",
+            f"{ja_window}以内の計画外送金 {n} 件の合計 {total} が限度額 {limit} を超えています",
+        )
+    if alert.rule_id == BALANCE_FALL:
+        before, after = units("balance_before"), units("balance_after")
+        fall, share = f["fall_percent"], f["share_percent"]
+        en_window, ja_window = _duration(int(f["window_seconds"]))
+        return (
+            f"balance fell from {before} to {after} within {en_window}: -{fall}% "
+            f"(threshold {share}%)",
+            f"残高が{ja_window}以内に {before} から {after} へ減少しました：-{fall}%"
+            f"（基準 {share}%）",
+        )
+    if alert.rule_id == LABELLED_DESTINATION:
+        category, label, source = f["category"], f["label"], f["label_source"]
+        en = f"destination labelled {category}: {label} (source: {source})"
+        kind = _CATEGORY.get(category, category)
+        ja = f"送金先は{kind}としてラベル付けされています：{label}（出典：{source}）"
+        if "expectation" in f:
+            ref = f["expectation"]
+            en += f"; announced as {ref}, alerted all the same"
+            ja += f"。予定送金 {ref} として登録済みですが、通知します"
+        return en, ja
+    return None
+
+
+def _duration(seconds: int) -> tuple[str, str]:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h", f"{seconds // 3600} 時間"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min", f"{seconds // 60} 分"
+    return f"{seconds} s", f"{seconds} 秒"

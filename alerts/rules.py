@@ -1,9 +1,31 @@
-"""Alert rules: pure functions of an event, the exchange's wallet book and the policy.
+"""Alert rules: pure functions of an event, the state the rules need, and the policy.
 
-``evaluate(event, book, policy, now) -> list[Alert]`` does no I/O and keeps no state of its own;
-the processor stores and delivers what it returns. An alert's id is derived from its rule and
-the event's natural key, so evaluating a replayed event yields the same alert, which the store
-then recognises.
+``evaluate(event, state, policy, now) -> Verdict`` does no I/O and keeps no state of its own:
+``RuleState`` (built by ``alerts.state.RuleStateReader``) holds the wallet book, the source
+wallet's open expectations and which of them other outflows used, its recent outflows, its
+balance observations and the destination's labels. The processor stores and delivers the
+verdict's alerts and records the expectation it used. An alert's id is derived from its rule
+and the event's natural key, so evaluating a replayed event yields the same alert, which the
+store then recognises; a transfer is evaluated again as it moves (pending → provisional →
+confirmed) and every rule gives it the same verdict each time (the window and balance rules
+look only at what happened up to the transfer's own time).
+
+The outflow rules (an outflow: a transfer from a watched wallet):
+- a *planned* outflow -- it matches an open expectation, or goes to one of the exchange's own
+  wallets -- alerts under no rule but ``labelled-destination`` (a sanctioned destination
+  alerts even when announced);
+- ``unplanned-outflow``: any other outflow of a hot or warm wallet;
+- ``cold-outflow``: any other outflow of a cold wallet (not also ``unplanned-outflow``); a
+  refill to another own wallet is planned, unless ``cold_refill_requires_expectation``;
+- ``limit/single`` and ``limit/window``: an unplanned outflow above the wallet's
+  ``max_single`` for its asset, or bringing the sum of the wallet's unplanned outflows of the
+  asset within ``window_seconds`` (by block time; pending ones by when first seen) above
+  ``max_window``. A pending token transfer (``pending:N``) and the block's one (``log:N``)
+  of the same transaction count once;
+- ``balance-fall``: after an unplanned outflow the wallet's balance of the asset is more than
+  ``balance_fall_share_percent`` below its highest within ``balance_fall_window_seconds``
+  (one alert per transaction and asset);
+- ``labelled-destination``: the destination carries a label of a configured category.
 
 Events read from a pending transaction's calldata (index ``pending:N``) go through the same
 rules as the block's events: a pending token transfer out of a cold wallet is a cold outflow, a
@@ -27,8 +49,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from alerts.expectations import Plan, Reconciliation, reconcile
+from alerts.state import RuleState, Verdict
 from drainwatch.events import ControlChangeSeen, Event, TransferSeen
 from drainwatch.model import (
     PENDING_INDEX,
@@ -37,6 +61,7 @@ from drainwatch.model import (
     ControlChange,
     ControlKind,
     CustodyKind,
+    Limit,
     Severity,
     Transfer,
     TransferStatus,
@@ -45,6 +70,13 @@ from drainwatch.model import (
 )
 
 COLD_OUTFLOW = "cold-outflow"
+UNPLANNED_OUTFLOW = "unplanned-outflow"
+LIMIT_SINGLE = "limit/single"
+LIMIT_WINDOW = "limit/window"
+BALANCE_FALL = "balance-fall"
+LABELLED_DESTINATION = "labelled-destination"
+#: The label categories ``labelled-destination`` knows, most serious first.
+LABEL_CATEGORIES = ("sanctioned", "attacker", "mixer")
 #: Rule ids of control changes: ``control/<kind>``, e.g. ``control/owner_added``.
 CONTROL_PREFIX = "control/"
 
@@ -53,9 +85,21 @@ CONTROL_PREFIX = "control/"
 class RulePolicy:
     cold_outflow: bool = True
     cold_outflow_severity: Severity = Severity.CRITICAL
-    #: A cold wallet moving funds to another of the exchange's own wallets (a refill) is still
-    #: reported, at this lower severity, until planned movements are known (expectations).
+    #: A cold wallet's refill of another own wallet is planned without an expectation, unless
+    #: this is set: then an unannounced one is reported at ``cold_internal_severity``.
+    cold_refill_requires_expectation: bool = False
     cold_internal_severity: Severity = Severity.WARNING
+    unplanned_outflow: bool = True
+    unplanned_outflow_severity: Severity = Severity.HIGH
+    limits: bool = True
+    limit_severity: Severity = Severity.HIGH
+    balance_fall: bool = True
+    balance_fall_severity: Severity = Severity.HIGH
+    balance_fall_share_percent: int = 20
+    balance_fall_window_seconds: int = 3600
+    labelled_destination: bool = True
+    labelled_destination_severity: Severity = Severity.CRITICAL
+    labelled_categories: frozenset[str] = frozenset(LABEL_CATEGORIES)
     #: Every change of who controls a watched wallet: owners, threshold, guard, modules,
     #: implementation, and approvals to a spender that is not on the wallet's allowlist.
     control_changes: bool = True
@@ -132,15 +176,27 @@ def alert_state(status: TransferStatus) -> AlertState:
     }[status]
 
 
-def evaluate(event: Event, book: WalletBook, policy: RulePolicy, now: datetime) -> list[Alert]:
+def evaluate(event: Event, state: RuleState, policy: RulePolicy, now: datetime) -> Verdict:
     if isinstance(event, ControlChangeSeen):
-        return _control_change(event.change, book, policy, now) if policy.control_changes else []
+        if not policy.control_changes:
+            return Verdict([])
+        return Verdict(_control_change(event.change, state.book, policy, now))
     if not isinstance(event, TransferSeen):
-        return []
-    alerts: list[Alert] = []
-    if policy.cold_outflow:
-        alerts += _cold_outflow(event.transfer, book, policy, now)
-    return alerts
+        return Verdict([])
+    t = event.transfer
+    rec = reconcile(t, state.book, state.expectations, state.consumed, now)
+    if rec is None:
+        return Verdict([])  # not an outflow of a watched wallet
+    # An orphaned outflow (withdrawn from the mempool, its block replaced) frees what it used.
+    used = rec.reference if t.status is not TransferStatus.ORPHANED else None
+    out = _Outflow(t, rec, state, policy, now)
+    alerts = out.labelled() if policy.labelled_destination else []
+    if rec.plan is Plan.UNPLANNED or out.unannounced_refill():
+        alerts += out.unplanned()
+    if rec.plan is Plan.UNPLANNED:
+        alerts += out.limits() if policy.limits else []
+        alerts += out.balance_fall() if policy.balance_fall else []
+    return Verdict(alerts, used, rec.plan)
 
 
 def _control_change(
@@ -201,26 +257,136 @@ def _maybe_token_zero(change: ControlChange, cleared: bool, policy: RulePolicy) 
     )
 
 
-def _cold_outflow(t: Transfer, book: WalletBook, policy: RulePolicy, now: datetime) -> list[Alert]:
-    source = book.owner(t.chain, t.from_address)
-    if source is None or source.role is not WalletRole.COLD:
-        return []
-    internal = book.owner(t.chain, t.to_address) is not None
-    severity = policy.cold_internal_severity if internal else policy.cold_outflow_severity
-    return [
-        Alert(
-            id=alert_id(COLD_OUTFLOW, t.key),
-            rule_id=COLD_OUTFLOW,
+class _Outflow:
+    """The rules on one outflow of a watched wallet, given its reconciliation."""
+
+    def __init__(
+        self, t: Transfer, rec: Reconciliation, state: RuleState, policy: RulePolicy, now: datetime
+    ) -> None:
+        self.t, self.rec, self.state, self.policy, self.now = t, rec, state, policy, now
+        self.source: Wallet = rec.source
+        #: When it happened: its block's time, or when it was first seen while pending.
+        self.at = t.block_time or state.seen_at(t) or now
+
+    def alert(
+        self,
+        rule_id: str,
+        severity: Severity,
+        facts: Iterable[tuple[str, str]],
+        subject: tuple[str, str, str] | None = None,
+    ) -> Alert:
+        t = self.t
+        subject = subject or t.key
+        return Alert(
+            id=alert_id(rule_id, subject),
+            rule_id=rule_id,
             severity=severity,
             state=alert_state(t.status),
             chain=t.chain,
-            wallet=source.name,
-            subject=t.key,
-            raised_at=now,
+            wallet=self.source.name,
+            subject=subject,
+            raised_at=self.now,
             tx_hash=t.tx_hash,
             block=t.block,
             asset=t.asset,
             amount=t.amount,
             counterparty=t.to_address,
+            facts=tuple(facts),
         )
-    ]
+
+    def unannounced_refill(self) -> bool:
+        """A cold wallet's refill of another own wallet without expectation, when the policy
+        wants refills announced (change back to the wallet itself is never one)."""
+        own = self.rec.destination
+        return (
+            self.policy.cold_refill_requires_expectation
+            and self.rec.plan is Plan.OWN_WALLET
+            and self.source.role is WalletRole.COLD
+            and own is not None
+            and own.name != self.source.name
+        )
+
+    def unplanned(self) -> list[Alert]:
+        open_ = sum(1 for e in self.state.expectations if e.reference not in self.state.consumed)
+        facts = [("expectation", "none matching"), ("open_expectations", str(open_))]
+        if self.source.role is WalletRole.COLD:
+            if not self.policy.cold_outflow:
+                return []
+            severity = self.policy.cold_outflow_severity
+            if self.rec.destination is not None:  # an unannounced refill
+                severity = self.policy.cold_internal_severity
+                facts.append(("own_wallet", self.rec.destination.name))
+            return [self.alert(COLD_OUTFLOW, severity, facts)]
+        if not self.policy.unplanned_outflow:
+            return []
+        return [self.alert(UNPLANNED_OUTFLOW, self.policy.unplanned_outflow_severity, facts)]
+
+    def limits(self) -> list[Alert]:
+        alerts: list[Alert] = []
+        for limit in self.source.limits:
+            if limit.asset == self.t.asset:
+                alerts += self._limit(limit)
+        return alerts
+
+    def _limit(self, limit: Limit) -> list[Alert]:
+        alerts = []
+        severity = self.policy.limit_severity
+        if limit.max_single is not None and self.t.amount > limit.max_single:
+            facts = [("amount", str(self.t.amount)), ("max_single", str(limit.max_single))]
+            alerts.append(self.alert(LIMIT_SINGLE, severity, facts))
+        if limit.max_window is not None and limit.window_seconds is not None:
+            window = timedelta(seconds=limit.window_seconds)
+            total, count = self.state.window_sum(self.t, self.at, window)
+            if total > limit.max_window:
+                facts = [
+                    ("window_sum", str(total)),
+                    ("max_window", str(limit.max_window)),
+                    ("window_seconds", str(limit.window_seconds)),
+                    ("outflows", str(count)),
+                ]
+                alerts.append(self.alert(LIMIT_WINDOW, severity, facts))
+        return alerts
+
+    def balance_fall(self) -> list[Alert]:
+        """The balance right after this outflow against its highest within the window."""
+        window = timedelta(seconds=self.policy.balance_fall_window_seconds)
+        seen = self.state.balance_range(self.at, window)
+        if seen is None:
+            return []
+        peak, after = seen
+        fall = peak - after
+        share = self.policy.balance_fall_share_percent
+        if peak <= 0 or fall * 100 <= share * peak:
+            return []
+        basis_points = fall * 10_000 // peak
+        facts = [
+            ("balance_before", str(peak)),
+            ("balance_after", str(after)),
+            ("fall_percent", f"{basis_points // 100}.{basis_points % 100:02d}"),
+            ("share_percent", str(share)),
+            ("window_seconds", str(self.policy.balance_fall_window_seconds)),
+        ]
+        # One alert per transaction and asset: a Bitcoin spend is one transfer per output.
+        subject = (self.t.chain, self.t.tx_hash, f"balance:{self.t.asset}")
+        return [self.alert(BALANCE_FALL, self.policy.balance_fall_severity, facts, subject)]
+
+    def labelled(self) -> list[Alert]:
+        if self.rec.destination is not None:
+            return []  # one of the exchange's own wallets, whatever a list says of it
+        wanted = self.policy.labelled_categories
+        labels = [x for x in self.state.destination_labels if x.category in wanted]
+        if not labels:
+            return []
+        rank = {c: i for i, c in enumerate(LABEL_CATEGORIES)}
+        label = min(labels, key=lambda x: rank.get(x.category, len(rank)))
+        facts = [
+            ("label", label.name),
+            ("label_source", label.source),
+            ("category", label.category),
+        ]
+        if label.reference:
+            facts.append(("label_reference", label.reference))
+        if self.rec.reference is not None:
+            facts.append(("expectation", self.rec.reference))
+        severity = self.policy.labelled_destination_severity
+        return [self.alert(LABELLED_DESTINATION, severity, facts)]

@@ -27,16 +27,17 @@ from drainwatch.errors import UsageError
 from drainwatch.events import ControlChangeSeen, Event, TransferSeen
 from drainwatch.model import ChainKind
 from drainwatch.pipeline import Pipeline
-from drainwatch.ports import AlertSink, JsonRpc
+from drainwatch.policy import rule_policy
+from drainwatch.ports import AlertSink, DeliverySink, JsonRpc
 from drainwatch.processor import Processor
 from drainwatch.wiring import (
     EVENTS_TOPIC,
     PROCESSOR_GROUP,
     App,
+    build_notifier,
     build_rpc,
     build_sinks,
     open_app,
-    rule_policy,
 )
 from watchers.evm.extract import BlockExtractor, BlockFacts
 from watchers.evm.follower import EvmFollower
@@ -121,7 +122,7 @@ def backfill(
     first: int,
     last: int | None,
     workers: int = 4,
-    sinks: Sequence[AlertSink] = (),
+    sinks: Sequence[AlertSink | DeliverySink] = (),
     err: TextIO | None = None,
 ) -> BackfillResult:
     check_arguments(first, last, workers)
@@ -176,7 +177,12 @@ class Replay:
     counts reported hold."""
 
     def __init__(
-        self, app: App, chain: str, sinks: Sequence[AlertSink], total: int, err: TextIO | None
+        self,
+        app: App,
+        chain: str,
+        sinks: Sequence[AlertSink | DeliverySink],
+        total: int,
+        err: TextIO | None,
     ) -> None:
         self._app = app
         self._chain = chain
@@ -185,9 +191,19 @@ class Replay:
         if app.settings.bus.kind == "inprocess":
             clock = partial(datetime.now, UTC)
             policy = rule_policy(app.settings)
-            processor = Processor(app.store, app.book, app.chains, app.assets, policy, sinks, clock)
+            notifier = build_notifier(app, sinks)
+            processor = Processor(
+                app.store,
+                app.book,
+                app.chains,
+                app.assets,
+                policy,
+                notifier.sink_names,
+                clock,
+                labels=app.labels,
+            )
             subscription = app.bus.subscribe(self._topic, app.topic(PROCESSOR_GROUP))
-            self._pipeline = Pipeline(processor, subscription, poll_timeout=0.0)
+            self._pipeline = Pipeline(processor, subscription, poll_timeout=0.0, notifier=notifier)
         self._progress = _Progress(chain, max(total, 1), err or sys.stderr)
         self._alerts_before = len(app.store.alerts())
         self._processor_failed = False

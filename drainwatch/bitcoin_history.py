@@ -26,7 +26,7 @@ from typing import TextIO
 from drainwatch.errors import UsageError
 from drainwatch.events import TransferSeen
 from drainwatch.model import BlockRef
-from drainwatch.ports import AlertSink, JsonRpc
+from drainwatch.ports import AlertSink, DeliverySink, JsonRpc
 from drainwatch.wiring import App, build_rpc
 from watchers.bitcoin.blkfile import BlkFileError, iter_blk_file, read_xor_key
 from watchers.bitcoin.block import NETWORK_MAGIC, BlockFormatError, parse_block, parse_header
@@ -74,7 +74,7 @@ def backfill_bitcoin(
     first: int,
     last: int | None,
     workers: int,
-    sinks: Sequence[AlertSink],
+    sinks: Sequence[AlertSink | DeliverySink],
     err: TextIO | None,
 ) -> HistoryResult:
     err = err or sys.stderr
@@ -132,7 +132,7 @@ def import_blk(
     app: App,
     chain_name: str,
     files: Sequence[Path],
-    sinks: Sequence[AlertSink],
+    sinks: Sequence[AlertSink | DeliverySink],
     err: TextIO | None,
 ) -> HistoryResult:
     """Blocks of Bitcoin Core's ``blk*.dat`` files, the best chain among them in height order.
@@ -176,7 +176,9 @@ class _History:
     published and processed (``Replay``); on a chain the watcher has not started, the blocks
     are recorded and the last one becomes its checkpoint."""
 
-    def __init__(self, app: App, chain_name: str, sinks: Sequence[AlertSink], err: TextIO) -> None:
+    def __init__(
+        self, app: App, chain_name: str, sinks: Sequence[AlertSink | DeliverySink], err: TextIO
+    ) -> None:
         self._app = app
         self._chain = chain_name
         self._sinks = sinks

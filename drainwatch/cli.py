@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from drainwatch import cli_alerts
 from drainwatch.errors import BadInput, DrainwatchError, UsageError
 
 EXIT_OK = 0
@@ -164,9 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="only this address / このアドレスのみ")
     p.add_argument("--json", action="store_true", help="JSON Lines output / JSON Lines で出力")
 
-    p = sub.add_parser("alerts", help="list alerts / アラートを一覧表示")
-    p.add_argument("config", type=Path, help="YAML config file / 設定ファイル")
-    p.add_argument("--json", action="store_true", help="JSON Lines output / JSON Lines で出力")
+    cli_alerts.add_parsers(sub)
     return parser
 
 
@@ -214,7 +213,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "transfers":
         return _transfers(args)
     if args.command == "alerts":
-        return _alerts(args)
+        return cli_alerts.run_alerts(args)
+    if args.command == "expect":
+        return cli_alerts.run_expect(args)
+    if args.command == "expectations":
+        return cli_alerts.run_expectations(args)
     raise UsageError(f"unknown command {args.command!r}")
 
 
@@ -337,22 +340,6 @@ def _transfers(args: argparse.Namespace) -> int:
                 print(
                     f"{t.chain}\t{height}\t{t.tx_hash}\t{t.index}\t{t.from_address}\t"
                     f"{t.to_address}\t{t.asset}\t{t.amount}\t{t.status}"
-                )
-    return EXIT_OK
-
-
-def _alerts(args: argparse.Namespace) -> int:
-    from drainwatch import codec
-    from drainwatch.wiring import open_app
-
-    with open_app(args.config, create=False) as app:
-        for alert in app.store.alerts():
-            if args.json:
-                print(codec.dumps(alert))
-            else:
-                print(
-                    f"{alert.raised_at:%Y-%m-%d %H:%M:%S}Z\t{alert.severity}\t{alert.state}\t"
-                    f"{alert.rule_id}\t{alert.wallet}\t{alert.tx_hash or '-'}"
                 )
     return EXIT_OK
 

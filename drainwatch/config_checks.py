@@ -31,6 +31,13 @@ def problems(settings: Settings) -> Iterator[Problem]:
         yield ("bus", "bootstrap_servers"), "only used with kind: kafka"
     if settings.bus.heartbeat_interval_ms * 3 > settings.bus.session_timeout_ms:
         yield ("bus", "heartbeat_interval_ms"), "must be at most a third of session_timeout_ms"
+    if settings.alerts.expectations.kafka and settings.bus.kind != "kafka":
+        yield (
+            ("alerts", "expectations", "kafka"),
+            "needs bus.kind: kafka (an in-process bus cannot be reached by the withdrawal "
+            "system: use alerts.expectations.inbox or `drainwatch expect`) / "
+            "Kafka バスが必要です（inbox または drainwatch expect を使用してください）",
+        )
     for name, chain in settings.chains.items():
         yield from _chain_problems(("chains", name), chain)
     # (chain, normalised address): one EOA or Safe address may be reused on several EVM chains,

@@ -324,6 +324,13 @@ ChannelSettings = Annotated[
 class ColdOutflowRule(ConfigModel):
     enabled: Annotated[bool, Field(strict=True)] = True
     severity: Severity = Severity.CRITICAL
+    refill_requires_expectation: Annotated[bool, Field(strict=True)] = Field(
+        False,
+        description=(
+            "Also alert (at warning) a cold wallet's outflow to another of the exchange's own "
+            "wallets that no expectation announced. By default such a refill is planned."
+        ),
+    )
 
 
 class ControlChangeRule(ConfigModel):
@@ -343,9 +350,9 @@ class UnplannedOutflowRule(ConfigModel):
 
 
 class LimitRule(ConfigModel):
-    """A single outflow above a wallet's ``limits.<asset>.max_single``, or outflows summing
-    above ``max_window`` within ``window_seconds`` (planned ones count too: a limit is a
-    ceiling on what may leave, whoever announced it)."""
+    """An unplanned outflow above a wallet's ``limits.<asset>.max_single``, or unplanned
+    outflows summing above ``max_window`` within ``window_seconds`` (planned ones, announced or
+    to an own wallet, never alert: a limit catches a leak split into small pieces)."""
 
     enabled: Annotated[bool, Field(strict=True)] = True
     severity: Severity = Severity.HIGH

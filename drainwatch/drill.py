@@ -38,6 +38,7 @@ from drainwatch.drill_bitcoin import (
     summary_lines,
 )
 from drainwatch.drill_contracts import TOKEN_INITCODE, VAULT_INITCODE
+from drainwatch.drill_expect import Announcer
 from drainwatch.drill_scenarios import (
     CONFIRMATIONS,
     Actors,
@@ -48,11 +49,13 @@ from drainwatch.drill_scenarios import (
 )
 from drainwatch.errors import UsageError
 from drainwatch.units import format_amount
-from drainwatch.wiring import build_app, build_pipeline, build_rpc
+from drainwatch.wiring import Intake, build_app, build_pipeline, build_rpc
 
 CHAIN = "ethereum-drill"
 CHAIN_ID = 31337
-BALANCE_ETH = 1_000_000  # of each of anvil's dev accounts
+BALANCE_ETH = (
+    10_000  # of each of anvil's dev accounts: a drain of 4,800 ETH from cold is a third of it
+)
 
 CONFIG_TEMPLATE = """\
 # drainwatch drill — generated config / 訓練用に生成された設定ファイル
@@ -101,6 +104,11 @@ wallets:
     role: hot
     custody: {{kind: single_key}}
     addresses: ["{hot}"]
+    # Unannounced outflows above these limits (one at a time, or summed within an hour) are
+    # alerted as such, even when each piece stays small.
+    # 予定外の送金が上限（1 回、または 1 時間の合計）を超えると、分割されていても通知します。
+    limits:
+      ETH: {{max_single: "60", max_window: "100", window_seconds: 3600}}
   eth-cold:
     chain: {chain}
     role: cold
@@ -130,9 +138,22 @@ wallets:
 alerts:
   channels:
     - kind: console
+  # The withdrawal system announces every outflow it is about to make by dropping a JSON Lines
+  # file here (docs/expectations.md): an outflow that matches raises no alert.
+  # 出金システムは送金予定をこのディレクトリに置くファイルで事前登録します。
+  expectations:
+    inbox: expectations
   rules:
-    cold_outflow: {{enabled: true, severity: critical}}
+    cold_outflow:
+      enabled: true
+      severity: critical
+      # A refill from cold to hot must be announced too; unannounced, it is a warning.
+      # コールドからホットへの補充も事前登録が必要です（未登録なら警告）。
+      refill_requires_expectation: true
     control_changes: {{enabled: true, severity: critical}}
+    unplanned_outflow: {{enabled: true, severity: high}}
+    limits: {{enabled: true, severity: high}}
+    balance_fall: {{enabled: true, severity: high, share_percent: 20, window_seconds: 3600}}
 reports:
   lang: {lang}
 """
@@ -234,10 +255,23 @@ def _run(node: DevNode, btc: BcoinNode, out: Path, db_path: Path, lang: str, see
         )
         try:
             rng = random.Random(seed)
-            scenes = Scenes(node, rpc, dead.evm, pipeline, app.store, actors, sink, rng, say)
+            intake = Intake(app)
+            announcer = Announcer(out / "expectations", intake)
+            scenes = Scenes(
+                node, rpc, dead.evm, pipeline, app.store, actors, sink, rng, say, announcer
+            )
             checks = scenes.play()
             btc_scenes = BitcoinScenes(
-                btc, btc_rpc, dead.btc, pipeline, app.store, btc_actors, sink, say, btc_start
+                btc,
+                btc_rpc,
+                dead.btc,
+                pipeline,
+                app.store,
+                btc_actors,
+                sink,
+                say,
+                btc_start,
+                announcer,
             )
             checks += btc_scenes.play()
         finally:
@@ -312,11 +346,10 @@ def _summary(outcome: Outcome, lang: str) -> int:
         seconds = f"{facts.detection_seconds:.3f}"
         _say(
             lang,
-            f"検知の処理時間: {seconds} 秒（承認数 {CONFIRMATIONS} に達したブロックから"
-            "アラートまで。実チェーンでは承認待ちの時間が加わります）",
-            f"Detection processing time: {seconds} s (from the block that reached "
-            f"{CONFIRMATIONS} confirmations to the alert; on a real chain the wait for "
-            "confirmations comes on top)",
+            f"検知の処理時間: {seconds} 秒（流出を含むブロックの生成から暫定アラートまで。"
+            f"承認数 {CONFIRMATIONS} に達した時点で確定に更新）",
+            f"Detection processing time: {seconds} s (from the block holding the drain to its "
+            f"provisional alert; updated to confirmed at {CONFIRMATIONS} confirmations)",
         )
     _say(
         lang, f"設定: {config_path}  ストア: {db_path}", f"Config: {config_path}  store: {db_path}"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from alerts.rules import COLD_OUTFLOW
 from drainwatch.devnode_bitcoin import SINK_ADDRESS, BcoinNode
+from drainwatch.drill_expect import Announcer
 from drainwatch.drill_scenarios import CONFIRMATIONS, Check, RecordingSink
 from drainwatch.model import Alert, AlertState, Severity, TransferStatus
 from drainwatch.pipeline import Pipeline
@@ -97,6 +98,7 @@ class BitcoinScenes:
     sink: RecordingSink
     say: Callable[[str, str], None]
     start_height: int
+    announcer: Announcer
     facts: BitcoinFacts = field(default_factory=BitcoinFacts)
     #: height → the balances the wallets' books say the block leaves
     books: dict[int, dict[str, int]] = field(default_factory=dict)
@@ -190,6 +192,8 @@ class BitcoinScenes:
         )
         for n in range(3):
             payee = a.customers.address(RECEIVE, 100 + n)
+            self.announcer.expect("btc-hot", payee, "native", (n + 1) * SAT // 2)
+            self.announcer.send()  # the withdrawal system announces it before it is sent
             a.hot.send(node, [(payee, (n + 1) * SAT // 2)])  # change to the change branch
             self.mine()
             self.step()
@@ -200,10 +204,10 @@ class BitcoinScenes:
         stored = self.store.utxo_balances(BTC_CHAIN)
         hot, cold = (format_btc(stored.get(w, 0)) for w in WALLETS)
         self.say(
-            "出金 3 件（おつりは btc-hot のおつり用（change）アドレスへ）と 20 BTC のコールドへの"
-            f"移管。残高: btc-hot {hot} BTC、btc-cold {cold} BTC。アラート: {count} 件",
-            "3 withdrawals (change to btc-hot's change branch) and a 20 BTC sweep to cold. "
-            f"Balances: btc-hot {hot} BTC, btc-cold {cold} BTC. Alerts: {count}",
+            "事前登録済みの出金 3 件（おつりは btc-hot のおつり用（change）アドレスへ）と 20 BTC の"
+            f"コールドへの移管。残高: btc-hot {hot} BTC、btc-cold {cold} BTC。アラート: {count} 件",
+            "3 announced withdrawals (change to btc-hot's change branch) and a 20 BTC sweep to "
+            f"cold. Balances: btc-hot {hot} BTC, btc-cold {cold} BTC. Alerts: {count}",
         )
         ok = count == 0 and stored == a.books() and stored.get("btc-cold") == 20 * SAT
         return Check(
@@ -256,20 +260,21 @@ class BitcoinScenes:
             (u.txid, u.vout)
             for u in self.store.utxos(BTC_CHAIN, wallet="btc-cold", unspent_only=True)
         }
+        drained = [x.state for x in to_attacker if x.rule_id == COLD_OUTFLOW]
         ok = (
             drain.change is not None
-            and [x.state for x in to_attacker] == [AlertState.PENDING, AlertState.CONFIRMED]
-            and len({x.id for x in to_attacker}) == 1
-            and to_change != []
-            and to_change[-1].state is AlertState.CONFIRMED
-            and all(x.severity is Severity.WARNING for x in to_change)
+            and drained == [AlertState.PENDING, AlertState.PROVISIONAL, AlertState.CONFIRMED]
+            and len({x.id for x in to_attacker if x.rule_id == COLD_OUTFLOW}) == 1
+            and to_change == []
             and (drain.txid, drain.change.vout) in own_coins
         )
         self.say(
-            f"承認数 {CONFIRMATIONS} で確定。おつり {change} は btc-cold 自身のアドレス"
-            "（警告に留まり、残高に計上）",
-            f"Confirmed at {CONFIRMATIONS} confirmations. The change {change} is btc-cold's own "
-            "address (only a warning, and counted in its balance)",
+            "メモリプールで未承認、ブロック取り込みで暫定、承認数 "
+            f"{CONFIRMATIONS} で確定（1 件のアラートを更新）。おつり {change} は btc-cold 自身の"
+            "アドレス（アラートなし、残高に計上）",
+            f"Pending in the mempool, provisional once mined, confirmed at {CONFIRMATIONS} "
+            f"confirmations (one alert, updated). The change {change} is btc-cold's own address "
+            "(no alert, counted in its balance)",
         )
         return Check(
             "(f) Bitcoin drain confirmed; the change back to btc-cold recognised as its own",
@@ -280,8 +285,9 @@ class BitcoinScenes:
     def reorg(self) -> Check:
         a, node = self.actors, self.node
         self.say(
-            "== (g) Bitcoin の再編成: 確定済みの出金を含むブロックが置き換えられる ==",
-            "== (g) A Bitcoin reorg: the block holding a confirmed withdrawal is replaced ==",
+            "== (g) Bitcoin の再編成: 未登録の確定済み出金を含むブロックが置き換えられる ==",
+            "== (g) A Bitcoin reorg: the block holding a confirmed unannounced payment is "
+            "replaced ==",
         )
         before = self.store.utxo_balances(BTC_CHAIN)
         payment = a.hot.send(node, [(a.customers.address(RECEIVE, 200), 2 * SAT)])
@@ -310,18 +316,20 @@ class BitcoinScenes:
             confirmed
             and follower.reorgs >= 1
             and self._statuses(payment.txid) == {TransferStatus.ORPHANED}
+            and alerts != []
             and all(x.state is AlertState.RETRACTED for x in alerts)
             and after == before == a.books()
         )
         self.say(
-            f"出金の送金記録はすべて孤立扱い、btc-hot の残高は出金前の "
+            f"出金の送金記録はすべて孤立扱い、アラートは取消。btc-hot の残高は出金前の "
             f"{format_btc(after.get('btc-hot', 0))} BTC に戻りました（コインは未使用に戻る）",
-            "The withdrawal's transfers are all orphaned; btc-hot's balance is back to "
+            "The withdrawal's transfers are all orphaned, its alert retracted; btc-hot's balance "
+            "is back to "
             f"{format_btc(after.get('btc-hot', 0))} BTC (its coins are unspent again)",
         )
         return Check(
-            "(g) Bitcoin reorg: the withdrawal orphaned, its coins unspent again",
-            "(g) Bitcoin の再編成: 出金を孤立扱いにし、コインを未使用に戻す",
+            "(g) Bitcoin reorg: the payment orphaned, its alert retracted, its coins unspent again",
+            "(g) Bitcoin の再編成: 出金を孤立扱いにしてアラートを取消、コインを未使用に戻す",
             ok,
         )
 

@@ -15,7 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from alerts.console import ConsoleSink
-from alerts.rules import COLD_OUTFLOW, CONTROL_PREFIX
+from alerts.rules import (
+    BALANCE_FALL,
+    COLD_OUTFLOW,
+    CONTROL_PREFIX,
+    LIMIT_WINDOW,
+    UNPLANNED_OUTFLOW,
+)
 from drainwatch.devnode import DevNode
 from drainwatch.drill_contracts import (
     APPROVE_SELECTOR,
@@ -23,6 +29,7 @@ from drainwatch.drill_contracts import (
     token_call,
     vault_payment,
 )
+from drainwatch.drill_expect import Announcer
 from drainwatch.model import Alert, AlertState, Severity, TransferStatus
 from drainwatch.pipeline import Pipeline
 from drainwatch.ports import Store
@@ -95,6 +102,7 @@ class Scenes:
     sink: RecordingSink
     rng: random.Random
     say: Callable[[str, str], None]
+    announcer: Announcer
     facts: Facts = field(default_factory=Facts)
 
     def play(self) -> list[Check]:
@@ -104,17 +112,35 @@ class Scenes:
             self.cold_drain(),
             self.internal_transfer(),
             self.control_change(),
+            self.hot_key_misuse(),
             self.reorg(),
             self.pending(),
         ]
 
     def settle(self) -> float:
-        """Mine what the mempool holds and the blocks that confirm it, let the pipeline catch
-        up; the time the confirming block existed."""
-        self.node.mine(CONFIRMATIONS)
+        """Mine what the mempool holds (the pipeline reads that block at once: provisional
+        alerts), then the blocks that confirm it (confirmed); the time the first block
+        existed."""
+        self.node.mine(1)
         mined_at = time.monotonic()
         self.pipeline.run_once()
+        if CONFIRMATIONS > 1:
+            self.node.mine(CONFIRMATIONS - 1)
+            self.pipeline.run_once()
         return mined_at
+
+    def withdraw(self, to: str, eth: int = 0, usd: int = 0) -> None:
+        """A customer withdrawal from the hot wallet, announced before it is sent."""
+        a = self.actors
+        if eth:
+            self.announcer.expect("eth-hot", to, "native", eth)
+        if usd:
+            self.announcer.expect("eth-hot", to, a.token, usd)
+        self.announcer.send()
+        if eth:
+            self.node.send(a.hot, to, eth)
+        if usd:
+            self.token(TRANSFER_SELECTOR, a.hot, to, usd)
 
     def token(self, selector: str, sender: str, to: str, amount: int) -> str:
         return self.node.send(sender, self.actors.token, 0, token_call(selector, to, amount))
@@ -160,15 +186,22 @@ class Scenes:
                 node.send(customer, a.hot, rng.randint(1, 20) * ETH // 10)
                 self.token(TRANSFER_SELECTOR, customer, a.hot, rng.randint(1, 900) * USD)
             else:
-                node.send(a.hot, customer, rng.randint(1, 50) * ETH // 10)
-                self.token(TRANSFER_SELECTOR, a.hot, customer, rng.randint(1, 500) * USD)
+                eth, usd = rng.randint(1, 50) * ETH // 10, rng.randint(1, 500) * USD
+                self.withdraw(customer, eth, usd)
             node.mine()
             self.pipeline.run_once()
-        node.send(a.hot, a.cold, 200 * ETH)  # the daily sweep to cold
+        node.send(a.hot, a.cold, 200 * ETH)  # the daily sweep to cold: between own wallets
         self.settle()
         count = len(self.sink.deliveries)
-        self.say(f"平常業務の間のアラート: {count} 件", f"Alerts during normal life: {count}")
-        return Check("no alert during normal life", "平常業務中のアラートなし", count == 0)
+        announced = self.announcer.announced
+        self.say(
+            f"出金はすべて出金システムが事前登録（{announced} 件）。平常業務の間のアラート: "
+            f"{count} 件",
+            f"Every withdrawal was announced by the withdrawal system beforehand ({announced}). "
+            f"Alerts during normal life: {count}",
+        )
+        ok = count == 0 and announced > 0
+        return Check("no alert during normal life", "平常業務中のアラートなし", ok)
 
     def cold_drain(self) -> Check:
         a, facts = self.actors, self.facts
@@ -186,13 +219,67 @@ class Scenes:
         first = self.sink.first_at(facts.drain_tx)
         if first is not None:
             facts.detection_seconds = first - mined_at
-        ok = all(
-            self._alerted(tx, COLD_OUTFLOW, Severity.CRITICAL)
-            for tx in (facts.drain_tx, facts.token_drain_tx)
+        lifecycle = [
+            x.state for x in self.sink.of(facts.drain_tx) if x.rule_id == COLD_OUTFLOW
+        ] == [AlertState.PROVISIONAL, AlertState.CONFIRMED]
+        fall = [x for x in self.sink.of(facts.drain_tx) if x.rule_id == BALANCE_FALL]
+        self.say(
+            f"アラートはブロックに取り込まれた時点で暫定として通知され、承認数 {CONFIRMATIONS} "
+            f"で確定に更新されました。残高急減ルールも発報: {len(fall) > 0}",
+            "The alert went out as provisional as soon as the block existed and was updated to "
+            f"confirmed at {CONFIRMATIONS} confirmations. Balance-fall rule raised too: "
+            f"{len(fall) > 0}",
+        )
+        ok = (
+            all(
+                self._alerted(tx, COLD_OUTFLOW, Severity.CRITICAL)
+                for tx in (facts.drain_tx, facts.token_drain_tx)
+            )
+            and lifecycle
+            and bool(fall)
         )
         return Check(
-            "(a) cold-wallet drain of ETH and DUSD",
-            "(a) コールドウォレットからの ETH・DUSD 流出",
+            "(a) cold-wallet drain of ETH and DUSD: provisional at once, then confirmed; "
+            "the balance fall alerted",
+            "(a) コールドウォレットからの ETH・DUSD 流出: 即時に暫定通知、その後確定。"
+            "残高急減も通知",
+            ok,
+        )
+
+    def hot_key_misuse(self) -> Check:
+        """The hot wallet's key in the wrong hands: unannounced payments, each under the
+        single-outflow limit, that the window limit catches once they add up; beside them an
+        announced withdrawal that raises nothing."""
+        a = self.actors
+        self.say(
+            "== 攻撃 (h): ホットウォレットの鍵の悪用 — 上限未満に分割した予定外の送金 ==",
+            "== Attack (h): the hot wallet's key misused — unannounced payments split under the "
+            "limit ==",
+        )
+        customer = a.customers[0]
+        self.withdraw(customer, 3 * ETH)  # a planned withdrawal in the same blocks
+        payments = [self.node.send(a.hot, a.attacker, 20 * ETH) for _ in range(6)]
+        self.settle()
+        unplanned = [
+            tx for tx in payments if any(x.rule_id == UNPLANNED_OUTFLOW for x in self.sink.of(tx))
+        ]
+        window = [tx for tx in payments if any(x.rule_id == LIMIT_WINDOW for x in self.sink.of(tx))]
+        to_customer = [x for x, _ in self.sink.deliveries if x.counterparty == customer.lower()]
+        self.say(
+            f"20 ETH × 6 件（1 回の上限 60 ETH 未満）: 予定外の送金として {len(unplanned)} 件を"
+            f"通知、合計が 1 時間の上限 100 ETH を超えた {len(window)} 件は上限超過としても通知。"
+            f"事前登録済みの出金へのアラート: {len(to_customer)} 件",
+            f"6 payments of 20 ETH (each under the 60 ETH single limit): {len(unplanned)} "
+            f"alerted as unplanned, {len(window)} (the one taking the sum past the 100 ETH hourly "
+            "limit) also as over the limit. "
+            f"Alerts for the announced withdrawal: {len(to_customer)}",
+        )
+        ok = len(unplanned) == 6 and window == payments[5:] and not to_customer
+        return Check(
+            "(h) hot-wallet key misused: unannounced split payments trip the window limit; "
+            "the announced withdrawal raises nothing",
+            "(h) ホットウォレット鍵の悪用: 分割された予定外の送金が上限超過に。"
+            "事前登録済みの出金はアラートなし",
             ok,
         )
 
@@ -247,10 +334,11 @@ class Scenes:
         snapshot = node.snapshot()
         refill = node.send(a.cold, a.hot, 100 * ETH)
         self.say(
-            f"コールドからホットへの補充 {refill}: 承認数 {CONFIRMATIONS} で確定として通知されます"
-            "（自社ウォレット宛てのため警告）",
-            f"Cold tops up hot, tx {refill}: reported once its block has {CONFIRMATIONS} "
-            "confirmations (a warning: the destination is the exchange's own wallet)",
+            f"コールドからホットへの未登録の補充 {refill}: ブロックに取り込まれた時点で暫定、"
+            f"承認数 {CONFIRMATIONS} で確定として通知されます（自社ウォレット宛てのため警告）",
+            f"Cold tops up hot without announcing it, tx {refill}: reported as provisional once "
+            f"mined and confirmed at {CONFIRMATIONS} confirmations (a warning: the destination "
+            "is the exchange's own wallet)",
         )
         self.settle()
         before = self.sink.of(refill)
@@ -307,15 +395,17 @@ class Scenes:
         self.pipeline.run_once()  # the blocks are caught up: the mempool is read
         seen_pending = [x.state for x in self.sink.of(tx)] == [AlertState.PENDING]
         self.settle()
-        alerts = self.sink.of(tx)
+        alerts = [x for x in self.sink.of(tx) if x.rule_id == COLD_OUTFLOW]
         ok = (
             seen_pending
             and len({x.id for x in alerts}) == 1
-            and alerts[-1].state is AlertState.CONFIRMED
+            and [x.state for x in alerts]
+            == [AlertState.PENDING, AlertState.PROVISIONAL, AlertState.CONFIRMED]
         )
         return Check(
-            "(e) pending outflow alerted from the mempool, then confirmed",
-            "(e) 未承認の送金をメモリプールで検知し、その後確定",
+            "(e) pending outflow alerted from the mempool, then provisional, then confirmed "
+            "(one alert, updated)",
+            "(e) 未承認の送金をメモリプールで検知し、暫定、確定へと更新（1 件のアラート）",
             ok,
         )
 

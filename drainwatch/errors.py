@@ -10,7 +10,8 @@
     │   └── RetriableRpcError    timeouts, connection refused, rate limits: try again / fail over
     ├── StoreError               the database refused or lost a write
     │   └── ExpectationConflict  a reference already stored with other values (also BadInput)
-    └── BusError                 the event bus refused or lost a message
+    ├── BusError                 the event bus refused or lost a message
+    └── DeliveryError            a sink could not deliver an alert: the outbox row is retried
 
 Only the CLI turns these into exit codes and messages.
 """
@@ -72,3 +73,28 @@ class BusError(DrainwatchError):
 class ExpectationConflict(StoreError, BadInput):
     """An expectation's reference is already stored with other values: the exchange's system
     sent two different withdrawals under one id. Nothing of the call is kept."""
+
+
+class DeliveryError(DrainwatchError):
+    """A sink could not deliver an outbox row; the notifier retries it, never drops it.
+
+    ``retry_after``: the receiver asked for a pause (HTTP 429 ``Retry-After``, in seconds) that
+    holds for the whole sink. ``refused``: the receiver refused the request itself (a 4xx other
+    than 429, a Slack error such as ``channel_not_found``): retrying soon will not help, so the
+    row waits the longest back-off and the error is logged for someone to fix. ``ref``: where
+    the message is, when the sink got that far before failing (kept, so that the next attempt
+    updates it instead of looking for it). The message never contains a token or secret."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        refused: bool = False,
+        ref: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.retry_after = retry_after
+        self.refused = refused
+        self.ref = ref
+        super().__init__(reason)

@@ -366,13 +366,15 @@ class UtxoSpend:
 @dataclass(frozen=True)
 class Balance:
     """A watched wallet's balance of one asset (``native`` or a token contract in lower case)
-    at the end of a block, read when the block moved value out of it: what the balance-fall
-    rule compares over its window. Keyed by (chain, wallet, asset, block hash)."""
+    at the end of a block (``amount``) and of the block before it (``before``), read when the
+    block moved value out of it: what the balance-fall rule compares over its window. Keyed by
+    (chain, wallet, asset, block hash)."""
 
     chain: str
     wallet: str
     asset: str
     amount: int = field(metadata=AMOUNT)
+    before: int = field(metadata=AMOUNT)
     block: BlockRef
     block_time: datetime
 

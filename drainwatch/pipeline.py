@@ -7,6 +7,11 @@ is retried after growing pauses (up to a minute) while the others go on. In the 
 chain has its own thread, so a node that accepts connections and never answers delays only its
 own chain. On the in-process bus, which keeps nothing, a follower hands its block to the
 processor (``settle``) before it moves its checkpoint; on Kafka a processor thread consumes.
+
+Alerts reach their channels through the outbox: the processor writes them, the notifier sends
+them. In the service the notifier has a thread of its own, woken by the processor's commits
+(``wake``), so a slow or failing channel never holds back a watcher or the processor; in rounds
+it sends what is due after each handed-over batch.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drainwatch.errors import BusError, DrainwatchError
 from drainwatch.ports import Subscription
 from drainwatch.processor import Processor
 from watchers.follow import Follower
+
+if TYPE_CHECKING:
+    from alerts.notifier import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +38,21 @@ MAX_PAUSE = 60.0
 
 class Pipeline:
     def __init__(
-        self, processor: Processor, subscription: Subscription, poll_timeout: float = 0.2
+        self,
+        processor: Processor,
+        subscription: Subscription,
+        poll_timeout: float = 0.2,
+        *,
+        notifier: Notifier | None = None,
+        wake: threading.Event | None = None,
     ) -> None:
+        """``wake`` is set by the processor when it has written outbox rows (its
+        ``on_commit``); ``notifier`` sends them."""
         self.followers: list[Follower[Any]] = []
         self.processor = processor
+        self.notifier = notifier
+        self.wake = wake or threading.Event()
+        self._service = False
         self._subscription = subscription
         self._poll_timeout = poll_timeout
         self._failures: dict[str, int] = {}
@@ -63,7 +82,16 @@ class Pipeline:
                 self._retry_at[name] = time.monotonic() + pause
                 on_error(name, exc, pause)
             self.drain()
+            self.deliver()
         return blocks
+
+    def deliver(self) -> int:
+        """Send what the outbox holds now (in rounds; the service's notifier thread does it
+        there). A channel that fails keeps its rows for the next pass: nothing is lost."""
+        if self.notifier is None or self._service:
+            return 0
+        self.wake.clear()
+        return self.notifier.deliver_all()
 
     def run_service(
         self,
@@ -81,6 +109,7 @@ class Pipeline:
         follow thread waits on it rather than for the whole poll interval, which then only
         bounds the wait."""
         heads = heads or {}
+        self._service = True
         threads = [
             threading.Thread(
                 target=self._follow,
@@ -97,11 +126,18 @@ class Pipeline:
                     target=self._consume, args=(stop, on_error), name="processor", daemon=True
                 )
             )
+        if self.notifier is not None:
+            threads.append(
+                threading.Thread(
+                    target=self.notifier.run, args=(stop, self.wake), name="notifier", daemon=True
+                )
+            )
         for thread in threads:
             thread.start()
         stop.wait()
         for head in heads.values():
             head.set()  # a follow thread waiting on its head signal sees ``stop`` now
+        self.wake.set()  # so does the notifier
         for thread in threads:
             thread.join(timeout=30)
 
@@ -162,7 +198,8 @@ class Pipeline:
             while True:
                 self.drain()
                 if self._subscription.backlog() == 0:
-                    return
+                    break
+        self.deliver()
 
     def catch_up(self, limit_seconds: float = 60.0) -> None:
         """Poll until the processor has handled everything published so far (bounded): on
@@ -172,6 +209,7 @@ class Pipeline:
             self.drain()
             backlog = self._subscription.backlog()
             if backlog == 0:
+                self.deliver()
                 return
             if time.monotonic() > deadline:
                 raise BusError(

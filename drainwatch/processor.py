@@ -22,6 +22,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from alerts.rules import RulePolicy, WalletBook, evaluate
+from alerts.state import RuleStateReader, Verdict
 from drainwatch import codec
 from drainwatch.errors import BusError, CodecError
 from drainwatch.events import (
@@ -35,6 +36,7 @@ from drainwatch.events import (
 )
 from drainwatch.model import Alert, AlertState, Asset, Chain
 from drainwatch.ports import Message, Store
+from graph.labels import LabelBook
 
 
 class Processor:
@@ -49,9 +51,11 @@ class Processor:
         clock: Callable[[], datetime],
         *,
         on_commit: Callable[[], object] | None = None,
+        labels: LabelBook | None = None,
     ) -> None:
         """``sinks`` are the outbox's sink names (``wiring.sink_names``); ``on_commit`` is
-        called after a batch that wrote outbox rows has committed (it wakes the notifier)."""
+        called after a batch that wrote outbox rows has committed (it wakes the notifier);
+        ``labels`` name the destinations the labelled-destination rule looks for."""
         self._store = store
         self._book = book
         self._chains = chains
@@ -61,6 +65,7 @@ class Processor:
         self._clock = clock
         self._on_commit = on_commit
         self._announced = False
+        self._state = RuleStateReader(store, book, labels, policy, chains)
 
     def handle_message(self, message: Message) -> None:
         self.handle_messages([message])
@@ -102,12 +107,13 @@ class Processor:
             return
         self._announced = False
         with self._store.batch():
+            # Balances first: the rules of a block's transfers read the balances after it.
+            self._store.upsert_balances(e.balance for e in events if isinstance(e, BalanceSeen))
             for run in _runs(events):
                 self._store.upsert_transfers(e.transfer for e in run if isinstance(e, TransferSeen))
                 self._store.upsert_control_changes(
                     e.change for e in run if isinstance(e, ControlChangeSeen)
                 )
-                self._store.upsert_balances(e.balance for e in run if isinstance(e, BalanceSeen))
                 for event in run:
                     self._apply(event)
         if self._announced and self._on_commit is not None:
@@ -115,9 +121,14 @@ class Processor:
 
     def _apply(self, event: Event) -> None:
         """The rules on a sighting (its fact is stored already), or a disconnect's retraction."""
+        now = self._clock()
         if isinstance(event, TransferSeen | ControlChangeSeen):
-            for alert in evaluate(event, self._book, self._policy, self._clock()):
+            verdict = evaluate(event, self._state.for_event(event, now), self._policy, now)
+            if verdict.consumed is not None and isinstance(event, TransferSeen):
+                self._store.consume_expectation(verdict.consumed, event.transfer.key, now)
+            for alert in verdict.alerts:
                 self._raise(alert)
+            self._state.observe(event, verdict, now)
         elif isinstance(event, BlockConfirmed):
             self._store.confirm_block(event.chain, event.block)
             for alert in self._store.alerts_in_block(event.chain, event.block):
@@ -128,6 +139,7 @@ class Processor:
             for alert in self._store.alerts_in_block(event.chain, event.block):
                 if alert.state is not AlertState.RETRACTED:
                     self._raise(replace(alert, state=AlertState.RETRACTED))
+            self._state.observe(event, Verdict([]), now)
 
     def _raise(self, alert: Alert) -> None:
         known = self._store.get_alert(alert.id)

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,13 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
+from alerts.blocks import CardMaker
 from alerts.console import ConsoleSink
-from alerts.rules import RulePolicy, WalletBook
+from alerts.notifier import Notifier
+from alerts.rules import WalletBook
 from drainwatch.errors import ConfigError, UsageError
-from drainwatch.model import Asset, Chain, ChainKind, Severity, Wallet
+from drainwatch.model import Asset, Chain, ChainKind, Wallet
 from drainwatch.pipeline import Pipeline
-from drainwatch.ports import AlertSink, EventBus, JsonRpc, Store
+from drainwatch.policy import label_book, rule_policy
+from drainwatch.ports import AlertCard, AlertSink, Delivery, DeliverySink, EventBus, JsonRpc, Store
 from drainwatch.processor import Processor
+from graph.labels import LabelBook
 from watchers.bitcoin.derive import ScriptBook
 from watchers.bitcoin.follower import BitcoinFollower
 from watchers.bitcoin.node import BITCOIN_ANSWER_CHECKS, network_check
@@ -57,6 +61,8 @@ class App:
     assets: dict[str, dict[str, Asset]] = field(default_factory=dict)
     #: Per Bitcoin chain: the watched scripts (configured and derived addresses).
     scripts: dict[str, ScriptBook] = field(default_factory=dict)
+    #: The config's label sources, read at start (None: none configured).
+    labels: LabelBook | None = None
 
     def wallet(self, name: str) -> Wallet:
         wallet = self.book.get(name)
@@ -118,7 +124,13 @@ def build_app(settings: Settings, *, create: bool = True) -> App:
         raise
     for name, script_book in scripts.items():
         book.derive(name, script_book.owner_of_address)
-    return App(settings, store, bus, chains, book, assets, scripts)
+    try:
+        labels = label_book(settings) if settings.labels else None
+    except ConfigError:
+        store.close()
+        bus.close()
+        raise
+    return App(settings, store, bus, chains, book, assets, scripts, labels)
 
 
 def build_script_books(settings: Settings) -> dict[str, ScriptBook]:
@@ -256,52 +268,97 @@ def sink_names(settings: Settings) -> list[str]:
     return names
 
 
-def build_sinks(settings: Settings, stream: TextIO | None = None) -> list[AlertSink]:
-    sinks: list[AlertSink] = []
-    for channel in settings.alerts.channels:
+def build_sinks(settings: Settings, stream: TextIO | None = None) -> list[DeliverySink]:
+    """The configured channels as outbox sinks, named as ``sink_names`` names them."""
+    sinks: list[DeliverySink] = []
+    names = sink_names(settings)
+    for i, channel in enumerate(settings.alerts.channels):
+        where = f"alerts.channels[{i}]"
         if channel.kind == "console":
-            sinks.append(ConsoleSink(stream))
-    return sinks or [ConsoleSink(stream)]
+            sinks.append(ConsoleSink(stream, name="console"))
+        elif channel.kind == "slack":
+            from alerts.slack import SlackSink
+
+            token = _env(f"{where}.token_env", channel.token_env)
+            base_url = channel.base_url
+            sinks.append(
+                SlackSink(f"slack:{channel.channel}", channel.channel, token, base_url=base_url)
+            )
+        else:
+            from alerts.webhook import WebhookSink
+
+            secret = _env(f"{where}.secret_env", channel.secret_env)
+            name = f"webhook:{channel.url}"
+            sinks.append(WebhookSink(name, channel.url, secret, clock=lambda: datetime.now(UTC)))
+    unique = {sink.name: sink for sink in sinks}  # a channel listed twice is sent to once
+    assert list(unique) == names, "sink names follow sink_names()"
+    return list(unique.values()) or [ConsoleSink(stream)]
 
 
-def rule_policy(settings: Settings) -> RulePolicy:
-    rules = settings.alerts.rules
-    return RulePolicy(
-        cold_outflow=rules.cold_outflow.enabled,
-        cold_outflow_severity=Severity(rules.cold_outflow.severity),
-        control_changes=rules.control_changes.enabled,
-        control_severity=Severity(rules.control_changes.severity),
-        # The configured tokens have decimals: ERC-20, so a pending approve(spender, 0) of
-        # theirs is a revocation, not possibly an ERC-721 approval of token id 0.
-        fungible_tokens=frozenset(
-            (name, token.contract.lower())
-            for name, chain in settings.chains.items()
-            for token in chain.tokens
-        ),
+class _Observer:
+    """An ``AlertSink`` (a test's collector, the drill's recorder) as an outbox sink: it gets
+    every change of every alert, as the processor used to hand them over."""
+
+    def __init__(self, sink: AlertSink, name: str) -> None:
+        self._sink = sink
+        self.name = name
+
+    def send(self, delivery: Delivery, card: AlertCard, previous_ref: str | None) -> str | None:
+        self._sink.deliver(delivery.alert, card.text_en, card.text_ja)
+        return None
+
+
+def delivery_sinks(sinks: Sequence[AlertSink | DeliverySink]) -> list[DeliverySink]:
+    out: list[DeliverySink] = []
+    for i, sink in enumerate(sinks):
+        if isinstance(getattr(sink, "name", None), str) and hasattr(sink, "send"):
+            out.append(sink)  # type: ignore[arg-type]
+        else:
+            out.append(_Observer(sink, f"observer:{type(sink).__name__}:{i}"))  # type: ignore[arg-type]
+    return out
+
+
+def build_notifier(app: App, sinks: Sequence[AlertSink | DeliverySink]) -> Notifier:
+    return Notifier(
+        app.store,
+        delivery_sinks(sinks),
+        CardMaker(app.chains, app.assets, app.book),
+        clock=lambda: datetime.now(UTC),
+        max_retry_seconds=app.settings.alerts.delivery.max_retry_seconds,
     )
 
 
 def build_pipeline(
     app: App,
-    sinks: Sequence[AlertSink],
+    sinks: Sequence[AlertSink | DeliverySink],
     *,
     rpc_overrides: Mapping[str, JsonRpc] | None = None,
     start_heights: Mapping[str, int] | None = None,
 ) -> Pipeline:
     topic = app.topic(EVENTS_TOPIC)
+    notifier = build_notifier(app, sinks)
+    wake = threading.Event()
     processor = Processor(
         app.store,
         app.book,
         app.chains,
         app.assets,
         rule_policy(app.settings),
-        sinks,
+        notifier.sink_names,
         clock=lambda: datetime.now(UTC),
+        on_commit=wake.set,
+        labels=app.labels,
     )
     in_process = app.settings.bus.kind == "inprocess"
     subscription = app.bus.subscribe(topic, app.topic(PROCESSOR_GROUP))
     # In process, an empty poll means drained: no reason to wait on it.
-    pipeline = Pipeline(processor, subscription, poll_timeout=0.0 if in_process else 0.2)
+    pipeline = Pipeline(
+        processor,
+        subscription,
+        poll_timeout=0.0 if in_process else 0.2,
+        notifier=notifier,
+        wake=wake,
+    )
     # The in-process bus keeps nothing across a restart: the processor must have handled a
     # block's events before the watcher's checkpoint passes it, or a crash would lose them.
     after_publish = pipeline.settle if in_process else None
@@ -353,6 +410,71 @@ def build_pipeline(
     return pipeline
 
 
+class Intake:
+    """The expectations' ways in that a running watcher reads: the inbox directory and the
+    Kafka topic, as configured (``alerts.expectations``). ``poll`` is cheap when nothing
+    waits; a store failure leaves the file or messages for the next poll."""
+
+    def __init__(self, app: App) -> None:
+        from alerts.inbox import EXPECTATIONS_TOPIC, INTAKE_GROUP, ExpectationConsumer, Inbox
+        from alerts.intake import ExpectationParser
+
+        intake = app.settings.alerts.expectations
+        parser = ExpectationParser.for_settings(app.settings)
+        self.inbox = (
+            Inbox(app.settings.resolve_path(intake.inbox), parser, app.store)
+            if intake.inbox
+            else None
+        )
+        self.consumer = (
+            ExpectationConsumer(
+                app.bus,
+                app.topic(EXPECTATIONS_TOPIC),
+                app.topic(INTAKE_GROUP),
+                parser.parse_json,
+                app.store,
+            )
+            if intake.kafka
+            else None
+        )
+
+    @property
+    def configured(self) -> bool:
+        return self.inbox is not None or self.consumer is not None
+
+    def poll(self, timeout: float = 0.0) -> int:
+        taken = 0
+        if self.inbox is not None:
+            taken += self.inbox.poll()
+        if self.consumer is not None:
+            taken += self.consumer.poll(timeout=timeout)
+        return taken
+
+    def run(self, stop: threading.Event, on_error: Callable[[str, Exception, float], None]) -> None:
+        """The service's intake thread: the inbox four times a second, the topic as it comes."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                self.poll(timeout=0.25 if self.consumer is not None else 0.0)
+                failures = 0
+            except Exception as exc:  # the thread outlives any one failure; nothing is lost
+                failures += 1
+                pause = min(60.0, 2.0**failures)
+                on_error("expectations", exc, pause)
+                stop.wait(pause)
+                continue
+            if self.consumer is None:
+                stop.wait(INBOX_POLL_SECONDS)
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+
+
+#: How often a running watcher looks into the expectations inbox.
+INBOX_POLL_SECONDS = 0.25
+
+
 def run_watch(
     config_path: Path,
     until: Mapping[str, int],
@@ -373,6 +495,7 @@ def run_watch(
         if until:  # a batch job follows the chains it names, and only those
             pipeline.followers = [f for f in pipeline.followers if f.chain.name in until]
         watched = {f.chain.name for f in pipeline.followers}
+        intake = Intake(app)
         _warn_unenforced(app)
         _warn_unknown_coins(app, watched)
         intervals = {name: app.settings.chains[name].poll_interval_seconds for name in watched}
@@ -383,6 +506,15 @@ def run_watch(
                 for name, watch in watches.items():
                     _say_heads(name, watch.endpoint, intervals[name])
                     watch.start()
+                intake_thread = None
+                if intake.configured:
+                    intake_thread = threading.Thread(
+                        target=intake.run,
+                        args=(stop, _report_failure),
+                        name="expectations",
+                        daemon=True,
+                    )
+                    intake_thread.start()
                 try:
                     pipeline.run_service(
                         stop,
@@ -394,8 +526,11 @@ def run_watch(
                 finally:
                     for watch in watches.values():
                         watch.stop()
+                    if intake_thread is not None:
+                        intake_thread.join(timeout=30)
                 return 0
             while not stop.is_set():
+                intake.poll()  # what was announced before the next blocks are read
                 pipeline.run_once(until)
                 if all(_reached(app, chain, h) for chain, h in until.items()):
                     pipeline.catch_up()
@@ -403,6 +538,7 @@ def run_watch(
                 stop.wait(min(intervals.values(), default=1.0))
             return 0
         finally:
+            intake.close()
             pipeline.close()
 
 

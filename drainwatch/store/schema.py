@@ -294,6 +294,7 @@ class BalanceRow(Base):
     block_height: Mapped[int] = mapped_column(BigInteger)
     block_time: Mapped[datetime] = mapped_column(UtcDateTime)
     amount: Mapped[int] = mapped_column(Amount)
+    before: Mapped[int] = mapped_column(Amount)
 
 
 class IncidentRow(Base):

@@ -589,14 +589,18 @@ class SqlStore:
                 "block_height": b.block.height,
                 "block_time": b.block_time,
                 "amount": b.amount,
+                "before": b.before,
             }
             for b in latest.values()
         ]
         stmt = self._insert(BalanceRow)
         stmt = stmt.on_conflict_do_update(
             index_elements=["chain", "wallet", "asset", "block_hash"],
-            set_={"amount": stmt.excluded.amount},
-            where=BalanceRow.amount != stmt.excluded.amount,
+            set_={"amount": stmt.excluded.amount, "before": stmt.excluded.before},
+            where=or_(
+                BalanceRow.amount != stmt.excluded.amount,
+                BalanceRow.before != stmt.excluded.before,
+            ),
         )
         with self._write("upsert_balances") as conn:
             return int(conn.execute(stmt, rows).rowcount)
@@ -624,6 +628,7 @@ class SqlStore:
                     r.wallet,
                     r.asset,
                     r.amount,
+                    r.before,
                     BlockRef(r.block_height, r.block_hash),
                     r.block_time,
                 )

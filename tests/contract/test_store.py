@@ -40,7 +40,8 @@ MAX = 2**256 - 1
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 JST = timezone(timedelta(hours=9))
 TABLES = (
-    "blocks, transfers, control_changes, checkpoints, alerts, timeline_entries, incidents, utxos"
+    "blocks, transfers, control_changes, checkpoints, alerts, timeline_entries, incidents, utxos, "
+    "outbox, delivery_refs, expectations, balances"
 )
 
 StoreFactory = Callable[[], SqlStore]

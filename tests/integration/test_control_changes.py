@@ -30,9 +30,9 @@ from drainwatch.model import (
     WalletRole,
 )
 from drainwatch.ports import Message
-from drainwatch.processor import Processor
 from drainwatch.store import open_store
 from tests.fixtures.evm_nodes import EvmNode
+from tests.fixtures.processing import make_processor
 from watchers.evm.follower import EvmFollower
 
 TOPIC = "c.events"
@@ -69,7 +69,7 @@ def test_control_changes_of_watched_wallets_are_alerted(evm_node: EvmNode, tmp_p
     store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
     bus = InProcessBus()
     sink = Sink()
-    processor = Processor(
+    processor = make_processor(
         store, book, {"dev": chain}, {}, RulePolicy(), [sink], lambda: datetime.now(UTC)
     )
     seen: list[ControlChangeSeen] = []

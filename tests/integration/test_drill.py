@@ -30,7 +30,7 @@ BTC_CHECKS = [
     "Bitcoin normal life (deposits past the gap limit, change, sweep): no alert",
     "(f) Bitcoin cold drain alerted from the mempool before its block",
     "(f) Bitcoin drain confirmed; the change back to btc-cold recognised as its own",
-    "(g) Bitcoin reorg: the withdrawal orphaned, its coins unspent again",
+    "(g) Bitcoin reorg: the payment orphaned, its alert retracted, its coins unspent again",
     "Bitcoin balances per wallet exact after every block",
 ]
 BTC_CHECKS_JA = [
@@ -38,7 +38,7 @@ BTC_CHECKS_JA = [
     "Bitcoin 平常業務（ギャップ上限を越える入金、おつり、移管）: アラートなし",
     "(f) Bitcoin コールドからの流出をブロック前にメモリプールで検知",
     "(f) Bitcoin の流出を確定、btc-cold へのおつりは自社分として認識",
-    "(g) Bitcoin の再編成: 出金を孤立扱いにし、コインを未使用に戻す",
+    "(g) Bitcoin の再編成: 出金を孤立扱いにしてアラートを取消、コインを未使用に戻す",
     "Bitcoin の各ウォレット残高がすべてのブロックで一致",
 ]
 
@@ -52,6 +52,10 @@ def alert_blocks(out: str) -> list[str]:
 
 def only(blocks: list[str], *needles: str) -> list[str]:
     return [b for b in blocks if all(n in b for n in needles)]
+
+
+def states(blocks: list[str]) -> list[str]:
+    return [field(b, r"  state (.+?)  rule") for b in blocks]
 
 
 def field(block: str, pattern: str) -> str:
@@ -118,39 +122,63 @@ def test_drill_shows_every_scene_of_the_evm_and_bitcoin_watchers(
     url = anvil_url(out)
     assert f"監視は 2 番目の {url}（anvil）に切り替わりました" in out or not ja
     assert f"failed over to the second, {url} (anvil); failovers: 1" in out or ja
-    assert ("平常業務の間のアラート: 0 件" if ja else "Alerts during normal life: 0") in out
+    quiet = "平常業務の間のアラート: 0 件" if ja else "Alerts during normal life: 0"
+    assert quiet in out
+    announced = "出金システムが事前登録" if ja else "announced by the withdrawal system"
+    assert announced in out[: out.index(quiet)]
 
-    # (a) the cold wallet drained of ETH and of DUSD (an ERC-20 Transfer log).
-    (eth,) = only(blocks, "[CRITICAL] Outflow from cold wallet: eth-cold", "amount 4,800 ETH")
-    assert "【重大】コールドウォレットからの送金: eth-cold" in eth and "金額 4,800 ETH" in eth
-    (dusd,) = only(blocks, "[CRITICAL] Outflow from cold wallet: eth-cold", "2,500,000 DUSD")
-    assert "state confirmed" in eth and "状態 確定" in dusd
-    drain_tx = field(eth, rf"  tx ({TX})")
-    assert re.search(r"block \d+ \(0x[0-9a-f]{64}\)", eth)
+    # (a) the cold wallet drained of ETH and of DUSD (an ERC-20 Transfer log): provisional as
+    # soon as the block exists, then confirmed; the same alert. A third of its ETH gone within
+    # the hour: the balance-fall rule too.
+    eth = only(blocks, "[CRITICAL] Outflow from cold wallet: eth-cold", "amount 4,800 ETH")
+    assert states(eth) == ["provisional (in a block)", "confirmed"]
+    assert "【重大】コールドウォレットからの送金: eth-cold" in eth[0] and "金額 4,800 ETH" in eth[0]
+    assert "no matching expectation" in eth[0] and "一致する予定送金がありません" in eth[0]
+    dusd = only(blocks, "[CRITICAL] Outflow from cold wallet: eth-cold", "2,500,000 DUSD")
+    assert "状態 暫定（ブロック取り込み済み）" in dusd[0] and "状態 確定" in dusd[1]
+    drain_tx = field(eth[0], rf"  tx ({TX})")
+    assert len({field(b, r"alert (A-[0-9a-f]+)") for b in eth}) == 1
+    assert re.search(r"block \d+ \(0x[0-9a-f]{64}\)", eth[0])
+    fall = only(blocks, "[HIGH]", "eth-cold", drain_tx, "rule balance-fall")
+    assert states(fall) == ["provisional (in a block)", "confirmed"]
 
     # (b) the contract wallet pays out by a contract call: an internal transfer, from traces.
-    (vault,) = only(blocks, "[CRITICAL] Outflow from cold wallet: eth-vault", "amount 750 ETH")
+    (vault, _) = only(blocks, "[CRITICAL] Outflow from cold wallet: eth-vault", "amount 750 ETH")
     assert "【重大】コールドウォレットからの送金: eth-vault（コールド, hsm）" in vault
     vault_tx = field(vault, rf"  tx ({TX})")
     shown = "0 ETH。" if ja else "carries 0 ETH"
     assert vault_tx in out[: out.index(vault)] and shown in out  # said before the alert
 
     # (c) a control change: the cold wallet approves the attacker for DUSD.
-    (approval,) = only(blocks, "[CRITICAL] Token approval by wallet: eth-cold")
+    (approval, _) = only(blocks, "[CRITICAL] Token approval by wallet: eth-cold")
     assert "may now move 500,000 DUSD" in approval and "rule control/approval" in approval
     assert "【重大】ウォレットによるトークン承認: eth-cold" in approval
     assert "500,000 DUSD を移動可能になりました" in approval
 
-    # (d) a reorg: the refill's alert is confirmed, retracted, then confirmed in the new block,
-    # always the same alert.
+    # (h) the hot wallet's key misused: six unannounced payments of 20 ETH, each under the
+    # single limit; the sixth takes the hour's sum past 100 ETH. The announced withdrawal
+    # beside them raises nothing.
+    unplanned = only(blocks, "[HIGH]", "eth-hot", "amount 20 ETH", "rule unplanned-outflow")
+    assert len(unplanned) == 12 and len({field(b, r"alert (A-[0-9a-f]+)") for b in unplanned}) == 6
+    window = only(blocks, "[HIGH]", "eth-hot", "rule limit/window")
+    assert states(window) == ["provisional (in a block)", "confirmed"]
+    assert "120 ETH" in window[0] and "100 ETH" in window[0]
+    assert not only(blocks, "amount 3 ETH")
+
+    # (d) a reorg: the unannounced refill's alert is provisional, confirmed, retracted, then
+    # provisional and confirmed in the new block: always the same alert.
     refill = only(blocks, "[WARNING] Outflow from cold wallet: eth-cold", "(own wallet eth-hot)")
-    assert len(refill) == 3
-    states = [field(b, r"  state (.+?)  rule") for b in refill]
-    assert states == ["confirmed", "RETRACTED (block orphaned)", "confirmed"]
-    assert "状態 取消（ブロックが孤立）" in refill[1]
+    assert states(refill) == [
+        "provisional (in a block)",
+        "confirmed",
+        "RETRACTED (block orphaned)",
+        "provisional (in a block)",
+        "confirmed",
+    ]
+    assert "状態 取消（ブロックが孤立）" in refill[2]
     assert len({field(b, r"alert (A-[0-9a-f]+)") for b in refill}) == 1
     heights = [field(b, r"block (\d+) ") for b in refill]
-    assert heights[0] == heights[1] != heights[2]
+    assert heights[0] == heights[1] == heights[2] != heights[3] == heights[4]
     store_line = (
         "同じ取引のアラートは 1 件、送金記録は 1 件（重複なし）"
         if ja
@@ -160,7 +188,7 @@ def test_drill_shows_every_scene_of_the_evm_and_bitcoin_watchers(
 
     # (e) an outflow seen in the mempool before any block holds it, then confirmed.
     late = only(blocks, "[CRITICAL] Outflow from cold wallet: eth-cold", "amount 150 ETH")
-    assert [field(b, r"  state (.+?)  rule") for b in late] == ["pending (mempool)", "confirmed"]
+    assert states(late) == ["pending (mempool)", "provisional (in a block)", "confirmed"]
     assert "block -" in late[0] and "状態 未承認（メモリプール）" in late[0]
     assert len({field(b, r"alert (A-[0-9a-f]+)") for b in late}) == 1
 
@@ -170,33 +198,38 @@ def test_drill_shows_every_scene_of_the_evm_and_bitcoin_watchers(
     port = btc.rstrip("/").rsplit(":", 1)[1]
     assert "（bcoin regtest）に切り替わりました（切替 1 回）" in out or not ja
     assert f"failed over to the second, http://127.0.0.1:{port} (bcoin regtest)" in out or ja
-    quiet = "アラート: 0 件" if ja else "Alerts: 0"
-    assert quiet in out[out.index("btc-cold") : out.index("(f)")]
+    btc_quiet = "アラート: 0 件" if ja else "Alerts: 0"
+    assert btc_quiet in out[out.index("btc-cold") : out.index("(f)")]
 
-    # (f) the multisig cold wallet drained: critical, first from the mempool, then confirmed,
-    # the same alert; its change back to btc-cold is its own (a warning).
+    # (f) the multisig cold wallet drained: critical, first from the mempool, then provisional,
+    # then confirmed, the same alert; its change back to btc-cold is its own (no alert).
     drain = only(blocks, "[CRITICAL] Outflow from cold wallet: btc-cold", "amount 19.00000000 BTC")
-    assert [field(b, r"  state (.+?)  rule") for b in drain] == ["pending (mempool)", "confirmed"]
+    assert states(drain) == ["pending (mempool)", "provisional (in a block)", "confirmed"]
     assert "on bitcoin-drill" in drain[0] and "block -" in drain[0]
     assert "【重大】コールドウォレットからの送金: btc-cold（コールド, multisig 2-of-3）" in drain[0]
-    assert re.search(r"block \d+ \([0-9a-f]{64}\)", drain[1])
+    assert re.search(r"block \d+ \([0-9a-f]{64}\)", drain[2])
     assert len({field(b, r"alert (A-[0-9a-f]+)") for b in drain}) == 1
     btc_drain_tx = field(drain[0], rf"  tx ({BTC_TX})")
     said = "はまだどのブロックにも入っていません" if ja else "is in no block yet"
     assert f"{btc_drain_tx} {said}" in out or f"{btc_drain_tx}{said}" in out
-    change = only(blocks, "[WARNING] Outflow from cold wallet: btc-cold", "(own wallet btc-cold)")
-    assert [field(b, r"  state (.+?)  rule") for b in change] == ["pending (mempool)", "confirmed"]
-    assert {field(b, rf"  tx ({BTC_TX})") for b in change} == {btc_drain_tx}
+    assert not only(blocks, "(own wallet btc-cold)")
+    assert states(only(blocks, "btc-cold", "rule balance-fall")) == [
+        "provisional (in a block)",
+        "confirmed",
+    ]
 
-    # (g) the reorg un-mines a hot-wallet withdrawal: no alert (hot outflows are not alerted
-    # yet), its transfers orphaned and the balance back.
+    # (g) the reorg un-mines an unannounced hot-wallet payment: alerted (unplanned), then
+    # retracted; its transfers orphaned and the balance back.
+    paid = only(blocks, "[HIGH]", "btc-hot", "amount 2.00000000 BTC", "rule unplanned-outflow")
+    assert states(paid) == ["confirmed", "RETRACTED (block orphaned)"]
     reorg = "の残高は出金前の" if ja else "btc-hot's balance is back to"
     assert reorg in out
 
-    # Nothing else was raised: normal life is quiet.
-    assert len(blocks) == 2 + 1 + 1 + 3 + 2 + 4
+    # Nothing else was raised: normal life is quiet. Every delivery of every alert, counted
+    # scene by scene: (a) 6, (b) 4, (c) 2, (h) 14, (d) 5, (e) 5, (f) 5, (g) 4.
+    assert len(blocks) == 6 + 4 + 2 + 14 + 5 + 5 + 5 + 4
     summary = out[out.index("== 訓練の結果 ==" if ja else "== Drill summary ==") :]
-    assert summary.count("[OK]") == 7 + 6 and "[MISSED]" not in summary and "未確認" not in summary
+    assert summary.count("[OK]") == 8 + 6 and "[MISSED]" not in summary and "未確認" not in summary
     for check in BTC_CHECKS_JA if ja else BTC_CHECKS:
         assert f"  [OK] {check}\n" in summary
     drained = (
@@ -236,7 +269,7 @@ def test_drill_shows_every_scene_of_the_evm_and_bitcoin_watchers(
     assert key not in checked
     assert main(["alerts", config, "--json"]) == 0
     stored = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    assert len(stored) == 8
+    assert len(stored) == 20
     assert {drain_tx, btc_drain_tx} <= {a["tx_hash"] for a in stored}
 
 
@@ -248,7 +281,7 @@ def test_a_second_drill_starts_from_an_empty_store(
     assert main(["drill", "--out", str(tmp_path), "--seed", "7"]) == 0
     second = capsys.readouterr().out
     assert main(["alerts", str(tmp_path / "drainwatch.yaml"), "--json"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 8
+    assert len(capsys.readouterr().out.strip().splitlines()) == 20
     # Seeded and with fixed block times: the same drill makes the same transactions.
     assert re.findall(TX, first) == re.findall(TX, second)
 

@@ -23,6 +23,7 @@ from drainwatch.model import (
     TransferStatus,
 )
 from tests.fixtures.evm_nodes import start_anvil
+from tests.fixtures.processing import make_processor
 from tests.fixtures.solc import Contract, SolcJs
 from watchers.evm.mempool import MempoolSource, MempoolWatch
 from watchers.jsonrpc import HttpJsonRpc
@@ -464,7 +465,6 @@ def test_a_cold_drain_is_alerted_from_the_mempool_then_confirmed(node: Node, tmp
         Wallet,
         WalletRole,
     )
-    from drainwatch.processor import Processor
     from drainwatch.store import open_store
     from watchers.evm.follower import EvmFollower
 
@@ -484,7 +484,7 @@ def test_a_cold_drain_is_alerted_from_the_mempool_then_confirmed(node: Node, tmp
     chain = Chain(CHAIN, ChainKind.EVM, "devnet", "ETH", 18, confirmations=1)
     store = open_store(f"sqlite:///{tmp_path}/m.db")
     bus = InProcessBus()
-    processor = Processor(
+    processor = make_processor(
         store,
         WalletBook([cold]),
         {CHAIN: chain},
@@ -801,7 +801,6 @@ def test_pending_alerts_hand_over_to_the_block_and_nothing_stays_pending(
         Wallet,
         WalletRole,
     )
-    from drainwatch.processor import Processor
     from drainwatch.store import open_store
     from watchers.evm.follower import EvmFollower
 
@@ -826,7 +825,7 @@ def test_pending_alerts_hand_over_to_the_block_and_nothing_stays_pending(
     chain = Chain(CHAIN, ChainKind.EVM, "devnet", "ETH", 18, confirmations=1)
     store = open_store(f"sqlite:///{tmp_path}/p.db")
     bus = InProcessBus()
-    processor = Processor(
+    processor = make_processor(
         store, book, {CHAIN: chain}, {}, RulePolicy(), [Sink()], lambda: datetime.now(UTC)
     )
     sub = bus.subscribe("t", "p")
@@ -990,7 +989,6 @@ def test_a_mined_reading_is_never_sent_back_to_pending_nor_paged_again(tmp_path:
         Wallet,
         WalletRole,
     )
-    from drainwatch.processor import Processor
     from drainwatch.store import open_store
 
     safe, token = "0x" + "1d" * 20, "0x" + "70" * 20
@@ -1005,7 +1003,7 @@ def test_a_mined_reading_is_never_sent_back_to_pending_nor_paged_again(tmp_path:
             delivered.append((alert.rule_id, alert.state))
 
     store = open_store(f"sqlite:///{tmp_path}/g.db")
-    processor = Processor(
+    processor = make_processor(
         store, book, {CHAIN: chain}, {}, RulePolicy(), [Sink()], lambda: datetime.now(UTC)
     )
     block = BlockRef(9, "0x" + "b9" * 32)

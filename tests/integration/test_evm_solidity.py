@@ -11,13 +11,20 @@ announced upgrade -- and each must be detected, stored and alerted exactly once.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from alerts.rules import COLD_OUTFLOW, RulePolicy, WalletBook
+from alerts.rules import (
+    BALANCE_FALL,
+    COLD_OUTFLOW,
+    UNPLANNED_OUTFLOW,
+    RulePolicy,
+    WalletBook,
+)
 from drainwatch import codec
 from drainwatch.bus.inprocess import InProcessBus
 from drainwatch.events import ControlChangeSeen, TransferSeen
@@ -36,9 +43,9 @@ from drainwatch.model import (
     WalletRole,
 )
 from drainwatch.ports import Message
-from drainwatch.processor import Processor
 from drainwatch.store import open_store
 from tests.fixtures.evm_nodes import AnvilNode
+from tests.fixtures.processing import make_processor
 from tests.fixtures.solc import Contract, SolcJs, event_topic
 from watchers.evm.follower import EvmFollower
 from watchers.evm.slots import EIP1967_IMPLEMENTATION_SLOT
@@ -151,19 +158,21 @@ def test_contract_events_compiled_by_solc_are_detected_and_alerted(
     store = open_store(f"sqlite:///{tmp_path / 'sol.db'}")
     bus = InProcessBus()
     sink = Sink()
-    processor = Processor(
+    processor = make_processor(
         store, book, {"dev": chain}, {}, RulePolicy(), [sink], lambda: datetime.now(UTC)
     )
     transfers: list[TransferSeen] = []
     changes: list[ControlChangeSeen] = []
 
-    def handle(message: Message) -> None:
-        event = codec.loads_event(message.value)
-        if isinstance(event, TransferSeen):
-            transfers.append(event)
-        elif isinstance(event, ControlChangeSeen):
-            changes.append(event)
-        processor.handle_message(message)
+    def handle(messages: Sequence[Message]) -> None:
+        # A poll's batch at a time, as the pipeline hands them over (Pipeline.drain).
+        for message in messages:
+            event = codec.loads_event(message.value)
+            if isinstance(event, TransferSeen):
+                transfers.append(event)
+            elif isinstance(event, ControlChangeSeen):
+                changes.append(event)
+        processor.handle_messages(messages)
 
     sub = bus.subscribe(TOPIC, "p")
     start = node.head() + 1
@@ -176,6 +185,8 @@ def test_contract_events_compiled_by_solc_are_detected_and_alerted(
         book.addresses("dev"),
         start_height=start,
         safes=book.multisig_addresses("dev"),
+        # As wired in production: the balances of the wallets a block moved value out of.
+        wallets={a: w.name for w in book.wallets for a in w.addresses},
     )
 
     # --- what happens to the watched wallets ---------------------------------------------------
@@ -210,7 +221,7 @@ def test_contract_events_compiled_by_solc_are_detected_and_alerted(
     assert [log["topics"][0] for log in upgrade_logs] == [event_topic("Upgraded(address)")]
 
     assert follower.step() == node.head() - start + 1
-    sub.poll(handle)
+    sub.poll_batch(handle)
 
     # --- transfers: by log (TOKEN), by tx value (NATIVE), by trace (INTERNAL) -----------------
     seen_transfers = {
@@ -258,16 +269,20 @@ def test_contract_events_compiled_by_solc_are_detected_and_alerted(
     }
     assert len(store.control_changes(chain="dev")) == len(changes)
 
-    # --- alerts: cold outflows and every control change critical; a refill of an own wallet a
-    # warning; the hot wallet's own payments none -------------------------------------------
+    # --- alerts: cold outflows and every control change critical; a refill of an own wallet
+    # none (planned); the hot wallet's unannounced payments unplanned; a fall of a wallet's
+    # balance by more than a fifth (the safe 10 -> 6 ETH, the hot contract 3 -> 1 ETH) too ----
     alerted = sorted((a.rule_id, a.severity, a.tx_hash or "") for a, _, _ in sink.alerts)
-    critical, warning = Severity.CRITICAL, Severity.WARNING
+    critical, high = Severity.CRITICAL, Severity.HIGH
     assert alerted == sorted(
         [
             (COLD_OUTFLOW, critical, sent),
             (COLD_OUTFLOW, critical, pulled),
             (COLD_OUTFLOW, critical, executed),
-            (COLD_OUTFLOW, warning, forwarded),  # cold -> the exchange's own hot contract
+            (BALANCE_FALL, high, executed),
+            (UNPLANNED_OUTFLOW, high, forwarded),  # the hot contract's internal payment out
+            (UNPLANNED_OUTFLOW, high, swept),
+            (BALANCE_FALL, high, swept),
             ("control/approval", critical, approved),
             ("control/owner_added", critical, added),
             ("control/owner_removed", critical, removed),
@@ -277,8 +292,19 @@ def test_contract_events_compiled_by_solc_are_detected_and_alerted(
             ("control/implementation_changed", critical, ""),  # the same upgrade, in storage
         ]
     )
+    # The refill (cold -> the exchange's own hot contract) is stored, and alerts nothing.
+    assert (forwarded, cold, forwarder) in {
+        (t.tx_hash, t.from_address, t.to_address) for t in store.transfers(chain="dev")
+    }
+    falls = {a.tx_hash: dict(a.facts) for a, _, _ in sink.alerts if a.rule_id == BALANCE_FALL}
+    assert {tx: (f["balance_before"], f["balance_after"]) for tx, f in falls.items()} == {
+        executed: (str(10 * ETH), str(6 * ETH)),
+        swept: (str(3 * ETH), str(1 * ETH)),
+    }
     assert all(a.state is AlertState.CONFIRMED for a, _, _ in sink.alerts)
     by_wallet = {(a.rule_id, a.tx_hash): a.wallet for a, _, _ in sink.alerts}
+    assert by_wallet[(UNPLANNED_OUTFLOW, forwarded)] == "eth-hot"
+    assert by_wallet[(BALANCE_FALL, executed)] == "eth-safe"
     assert by_wallet[(COLD_OUTFLOW, executed)] == "eth-safe"
     assert by_wallet[("control/master_copy_changed", None)] == "eth-safe"
     assert by_wallet[("control/implementation_changed", upgraded)] == "eth-vault"
@@ -290,9 +316,9 @@ def test_contract_events_compiled_by_solc_are_detected_and_alerted(
     assert follower.step() == 2
     transfers.clear()
     changes.clear()
-    sub.poll(handle)
+    sub.poll_batch(handle)
     assert transfers == [] and changes == []
-    assert len(sink.alerts) == 11
+    assert len(sink.alerts) == 14
 
 
 def test_compiled_output_is_cached_for_the_session(solc: SolcJs) -> None:

@@ -27,8 +27,8 @@ from drainwatch.bus.inprocess import InProcessBus
 from drainwatch.events import BlockConnected, Event, TransferSeen
 from drainwatch.model import BlockRef, Chain, ChainKind, Transfer, TransferKind
 from drainwatch.ports import Message, Store
-from drainwatch.processor import Processor
 from drainwatch.store import open_store
+from tests.fixtures.processing import make_processor
 from tests.fixtures.recorded_rpc import RecordedNode
 from watchers.evm.extract import BlockExtractor, TraceDialect
 from watchers.evm.follower import EvmFollower
@@ -51,7 +51,7 @@ def _follow(
     node = RecordedNode(head=height, traces=traces, eoas=watched)
     bus = InProcessBus()
     sub = bus.subscribe(TOPIC, "test")
-    processor = Processor(
+    processor = make_processor(
         store, WalletBook([]), {}, {}, RulePolicy(cold_outflow=False), [], clock=_now
     )
     notices: list[str] = []

@@ -37,9 +37,9 @@ from drainwatch.model import (
     WalletRole,
 )
 from drainwatch.pipeline import Pipeline
-from drainwatch.processor import Processor
 from drainwatch.store import open_store
 from tests.fixtures.evm_nodes import AnvilNode, free_port, start_anvil
+from tests.fixtures.processing import make_processor
 from watchers.evm.follower import EvmFollower
 from watchers.heads import HeadWatch
 from watchers.jsonrpc import HttpJsonRpc
@@ -347,7 +347,7 @@ def _follower(node: AnvilNode, http_url: str, tmp_path: Path) -> tuple[Pipeline,
     )
     store = open_store(f"sqlite:///{tmp_path / 'heads.db'}")
     bus = InProcessBus()
-    processor = Processor(
+    processor = make_processor(
         store, book, {"dev": chain}, {}, RulePolicy(), [], lambda: datetime.now(UTC)
     )
     pipeline = Pipeline(processor, bus.subscribe("t", "processor"), poll_timeout=0.0)

@@ -91,7 +91,7 @@ STRATEGIES = {
         block_time=st.none() | times,
     ),
     Expectation: st.builds(Expectation, amount=UINT256, valid_until=times),
-    Balance: st.builds(Balance, amount=UINT256, block=blocks, block_time=times),
+    Balance: st.builds(Balance, amount=UINT256, before=UINT256, block=blocks, block_time=times),
     Incident: st.builds(Incident, opened_at=times, closed_at=st.none() | times),
     TimelineEntry: st.builds(TimelineEntry, at=times),
 }
@@ -219,6 +219,7 @@ def test_model_amount_fields_are_marked() -> None:
         ("SpendOutput", "amount"),
         ("Expectation", "amount"),
         ("Balance", "amount"),
+        ("Balance", "before"),
     }
 
 

@@ -405,6 +405,21 @@ BAD = [
     ),
     Bad("channel-kind", edit(("alerts|channels", [{"kind": "pager"}])), "alerts.channels[0].kind"),
     Bad(
+        "kafka-intake-without-kafka",
+        edit(("alerts|expectations", {"kafka": True})),
+        "alerts.expectations.kafka",
+    ),
+    Bad(
+        "balance-share-above-100",
+        edit(("alerts|rules", {"balance_fall": {"share_percent": 150}})),
+        "alerts.rules.balance_fall.share_percent",
+    ),
+    Bad(
+        "unknown-label-category",
+        edit(("alerts|rules", {"labelled_destination": {"categories": ["exchange"]}})),
+        "alerts.rules.labelled_destination.categories[0]",
+    ),
+    Bad(
         "rule-severity",
         edit(("alerts|rules", {"cold_outflow": {"severity": "apocalyptic"}})),
         "alerts.rules.cold_outflow.severity",

@@ -147,3 +147,12 @@ def test_splitting_into_more_outflows_than_announced_leaves_the_rest_unplanned(
             consumed.add(verdict.reference)
         unplanned += verdict.plan is Plan.UNPLANNED
     assert unplanned == 1 and len(consumed) == len(parts) - 1
+
+
+def test_an_announced_movement_to_an_own_wallet_uses_its_expectation() -> None:
+    sweep = _expect("S-1", destination=COLD.lower())
+    verdict = reconcile(_out(to=COLD), BOOK, [sweep], set(), T0)
+    assert verdict is not None and verdict.plan is Plan.EXPECTED and verdict.reference == "S-1"
+    assert verdict.destination is not None and verdict.destination.name == "cold"
+    unannounced = reconcile(_out(to=COLD), BOOK, [sweep], {"S-1"}, T0)
+    assert unannounced is not None and unannounced.plan is Plan.OWN_WALLET

@@ -117,22 +117,33 @@ class BitcoinFollower(Follower[FetchedBitcoinBlock]):
     def _balances(self, scan: BlockScan, block: FetchedBitcoinBlock) -> list[Event]:
         """Each wallet that spent a coin in the block, with what it holds after it (the
         scanner's coins are the set after the block): what the balance-fall rule compares."""
-        spenders = {
-            i.wallet
-            for e in scan.events
-            if isinstance(e, UtxoSpendSeen)
-            for i in e.spend.inputs
-            if i.wallet is not None
-        }
-        if not spenders:
+        spent: dict[str, int] = {}
+        for e in scan.events:
+            if isinstance(e, UtxoSpendSeen):
+                for i in e.spend.inputs:
+                    if i.wallet is not None:
+                        spent[i.wallet] = spent.get(i.wallet, 0) + (i.amount or 0)
+        if not spent:
             return []
-        held = dict.fromkeys(spenders, 0)
+        held = dict.fromkeys(spent, 0)
         for coin in self.scanner.coins.values():
             if coin.wallet in held:
                 held[coin.wallet] += coin.amount
+        received = dict.fromkeys(spent, 0)
+        for utxo in scan.created:
+            if utxo.wallet in received:
+                received[utxo.wallet] += utxo.amount
         return [
             BalanceSeen(
-                Balance(self.chain.name, w, NATIVE_ASSET_ID, held[w], block.ref, block.time)
+                Balance(
+                    self.chain.name,
+                    w,
+                    NATIVE_ASSET_ID,
+                    held[w],
+                    held[w] - received[w] + spent[w],
+                    block.ref,
+                    block.time,
+                )
             )
             for w in sorted(held)
         ]

@@ -3,8 +3,9 @@
 The balance-fall rule compares a wallet's balance over a window; an EVM chain keeps no history a
 watcher could sum (an address's balance at the start of watching is unknown), so the node is
 asked, at the block's height, for exactly the wallets and assets the block's outflows touched:
-``eth_getBalance`` for the native coin and ERC-20 ``balanceOf`` (an ``eth_call``) for tokens. A
-wallet with several addresses has their sum. Nothing is asked for a block without an outflow.
+``eth_getBalance`` for the native coin and ERC-20 ``balanceOf`` (an ``eth_call``) for tokens,
+at the block and at the block before it. A wallet with several addresses has their sum.
+Nothing is asked for a block without an outflow.
 
 A node that cannot answer for that height (a pruned node catching up on old blocks, a token
 whose ``balanceOf`` reverts) loses that one reading, said once per wallet and asset: the
@@ -59,9 +60,11 @@ class BalanceReader:
                 wanted[(wallet, t.asset)] = None
         out: list[BalanceSeen] = []
         for wallet, asset in wanted:
-            amount = self._read(wallet, asset, block.height)
-            if amount is not None:
-                out.append(BalanceSeen(Balance(self._chain, wallet, asset, amount, block, time)))
+            after = self._read(wallet, asset, block.height)
+            before = self._read(wallet, asset, block.height - 1) if block.height else 0
+            if after is not None and before is not None:
+                balance = Balance(self._chain, wallet, asset, after, before, block, time)
+                out.append(BalanceSeen(balance))
         return out
 
     def _read(self, wallet: str, asset: str, height: int) -> int | None:

@@ -89,6 +89,7 @@ def upgrade() -> None:
         sa.Column("block_height", sa.BigInteger(), nullable=False),
         sa.Column("block_time", TIME, nullable=False),
         sa.Column("amount", AMOUNT, nullable=False),
+        sa.Column("before", AMOUNT, nullable=False),
         sa.PrimaryKeyConstraint("chain", "wallet", "asset", "block_hash"),
     )
     op.create_index("ix_balances_time", "balances", ["chain", "wallet", "asset", "block_time"])
