@@ -2,7 +2,9 @@
 
 Pure: ``reconcile(transfer, book, expectations, consumed, now)`` says whether an outflow of a
 watched wallet was planned — it matches an announced ``Expectation`` not yet used by another
-outflow, or it goes to one of the exchange's own wallets (a sweep, a refill, change) — or not.
+outflow, it goes to one of the exchange's own wallets (a sweep, a refill, change), or to a
+destination on the source wallet's ``allowlist`` (a custodian, a settlement counterparty) — or
+not.
 An announced movement between own wallets uses its expectation (so that a cold wallet's refill
 can be required to be announced, and one announcement covers one refill). It reads no store
 and keeps no state; the caller keeps which expectations were used
@@ -32,6 +34,7 @@ if TYPE_CHECKING:  # the rules import this module: only the type is needed here
 class Plan(StrEnum):
     EXPECTED = "expected"  # matches an announced expectation
     OWN_WALLET = "own_wallet"  # to another of the exchange's wallets (or back to its own)
+    ALLOWLISTED = "allowlisted"  # to a destination on the source wallet's allowlist
     UNPLANNED = "unplanned"
 
 
@@ -92,4 +95,6 @@ def reconcile(
         return Reconciliation(source, Plan.EXPECTED, first.reference, own)
     if own is not None:
         return Reconciliation(source, Plan.OWN_WALLET, None, own)
+    if any(same_address(a, transfer.to_address) for a in source.allowlist):
+        return Reconciliation(source, Plan.ALLOWLISTED)
     return Reconciliation(source, Plan.UNPLANNED)

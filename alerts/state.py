@@ -195,7 +195,7 @@ class RuleStateReader:
         else:
             before = window.get(t.key)
             at = t.block_time or (before.at if before else now)
-            planned = verdict.plan in (Plan.EXPECTED, Plan.OWN_WALLET)
+            planned = verdict.plan is not None and verdict.plan is not Plan.UNPLANNED
             window[t.key] = RecentOutflow(t, planned, at)
         self._prune(window, now)
 

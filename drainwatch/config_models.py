@@ -287,7 +287,13 @@ class WalletSettings(ConfigModel):
     limits: dict[str, LimitSettings] = Field(
         default_factory=dict, description="Per asset symbol; amounts in display units."
     )
-    allowlist: tuple[str, ...] = Field((), description="Planned destinations.")
+    allowlist: tuple[str, ...] = Field(
+        (),
+        description=(
+            "Planned destinations: outflows to them are planned without an expectation; "
+            "approvals to them and a Safe's DELEGATECALLs to them are not control alerts."
+        ),
+    )
     location: Text | None = None
 
 

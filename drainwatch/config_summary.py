@@ -1,7 +1,7 @@
 """What ``drainwatch check-config`` prints for a valid config: no URLs, no credentials.
 
 It ends with what this version validates but does not act on yet (``unenforced``), so that a
-configured limit or Slack channel is never mistaken for a working one; ``drainwatch watch``
+configured setting is never mistaken for a working one; ``drainwatch watch``
 prints the same list when it starts.
 """
 
@@ -57,10 +57,9 @@ def unenforced(settings: Settings) -> list[tuple[str, str]]:
         out.append(
             (
                 f"EVM chains ({names}): a Safe MultiSend batch waiting in the mempool is alerted "
-                "as one delegatecall, its inner calls once mined; hot-wallet outflows above a "
-                "limit need the rules of issue #5",
+                "as one delegatecall, its inner calls once mined",
                 f"EVM チェーン（{names}）: メモリプール中の Safe MultiSend は delegatecall として"
-                "通知し、内部の呼び出しは取り込み後に通知。ホットウォレットの限度額超過は issue #5",
+                "通知し、内部の呼び出しは取り込み後に通知",
             )
         )
     bitcoin = [name for name, c in settings.chains.items() if c.kind is ChainKind.BITCOIN]
@@ -68,37 +67,20 @@ def unenforced(settings: Settings) -> list[tuple[str, str]]:
         names = ", ".join(bitcoin)
         out.append(
             (
-                f"bitcoin chains ({names}): a pending spend of a coin received in a block that "
-                "has not yet reached its confirmations is alerted once mined, not from the "
-                "mempool",
-                f"Bitcoin チェーン（{names}）: 確認数に達していないブロックで受け取ったコインの"
-                "送金は、メモリプールではなくブロック取り込み後に通知",
+                f"bitcoin chains ({names}): a pending spend of a coin that is itself still "
+                "unconfirmed (a chain of mempool transactions) is alerted once mined",
+                f"Bitcoin チェーン（{names}）: 未承認のコインをさらに送金する未承認取引は、"
+                "ブロック取り込み後に通知",
             )
         )
-    kinds = sorted({c.kind for c in settings.alerts.channels if c.kind != "console"})
-    if kinds:
-        which = "/".join(kinds)
-        out.append(
-            (
-                f"{which} channels: delivered from issue #5 (alerts go to the console)",
-                f"{which} 通知: 配信は issue #5 から（現在はコンソールに出力）",
-            )
-        )
-    wallets = settings.wallets.values()
-    rules = [
-        (field, ja)
-        for field, ja in (("limits", "限度額"), ("allowlist", "許可リスト"))
-        if any(getattr(w, field) for w in wallets)
-    ]
-    if rules:
-        en = " and ".join(field for field, _ in rules)
-        ja = "・".join(ja for _, ja in rules)
-        out.append((f"{en}: rules from issue #5", f"{ja}: ルールは issue #5 から"))
     if settings.labels:
         out.append(
             (
-                f"labels ({len(settings.labels)} source(s)): imported from issue #6",
-                f"ラベル（{len(settings.labels)} 件）: 取り込みは issue #6 から",
+                f"labels ({len(settings.labels)} source(s)): read at start for the "
+                "labelled-destination rule; `drainwatch labels import` and tracing come with "
+                "issue #6",
+                f"ラベル（{len(settings.labels)} 件）: 起動時に読み込み、送金先ラベルのルールで"
+                "使用。labels import と追跡は issue #6 から",
             )
         )
     return out

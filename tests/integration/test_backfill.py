@@ -15,7 +15,7 @@ from drainwatch.backfill import backfill
 from drainwatch.cli import main
 from drainwatch.config import load_config
 from drainwatch.events import TransferSeen, event_key
-from drainwatch.model import TransferKind
+from drainwatch.model import Severity, TransferKind
 from drainwatch.ports import Message
 from drainwatch.store import open_store
 from drainwatch.wiring import EVENTS_TOPIC, build_app
@@ -98,10 +98,12 @@ def test_backfill_finds_everything_alerts_once_and_repeats_nothing(
     config = stretch.config(tmp_path)
     assert main(["backfill", str(config), "--chain", "dev", "--from", "1"]) == 0
     captured = capsys.readouterr()
+    # The cold drain, and the hot wallet's token payment that no expectation announced.
     assert captured.out.count("[CRITICAL] Outflow from cold wallet") == 1
-    assert stretch.drain.lower() in captured.out
+    assert captured.out.count("[HIGH] Unplanned outflow") == 1
+    assert stretch.drain.lower() in captured.out and stretch.token.lower() in captured.out
     blocks = stretch.confirmed
-    assert f"dev 1..{blocks}: {blocks} blocks, 16 transfers, 0 control changes, 1 alerts" in (
+    assert f"dev 1..{blocks}: {blocks} blocks, 16 transfers, 0 control changes, 2 alerts" in (
         captured.err
     )
     assert "blocks/s" in captured.err and "ETA" in captured.err and "Traceback" not in captured.err
@@ -117,8 +119,11 @@ def test_backfill_finds_everything_alerts_once_and_repeats_nothing(
             (stretch.drain.lower(), TransferKind.NATIVE),
         } <= found
         assert len(transfers) == 16
-        [alert] = store.alerts()
-        assert alert.rule_id == "cold-outflow" and alert.tx_hash == stretch.drain.lower()
+        alerts = store.alerts()
+        assert sorted((a.rule_id, a.severity, a.wallet, a.tx_hash) for a in alerts) == [
+            ("cold-outflow", Severity.CRITICAL, "cold", stretch.drain.lower()),
+            ("unplanned-outflow", Severity.HIGH, "hot", stretch.token.lower()),
+        ]
         # The watcher's bookkeeping is not backfill's.
         assert store.get_checkpoint("dev") is None
         assert store.recent_blocks("dev", 100) == []
@@ -126,8 +131,8 @@ def test_backfill_finds_everything_alerts_once_and_repeats_nothing(
         # Again: nothing new stored, nothing alerted.
         assert main(["backfill", str(config), "--chain", "dev", "--from", "1"]) == 0
         captured = capsys.readouterr()
-        assert "Outflow" not in captured.out and "1 alerts" not in captured.err
-        assert store.transfers() == transfers and len(store.alerts()) == 1
+        assert captured.out == "" and "0 alerts" in captured.err
+        assert store.transfers() == transfers and store.alerts() == alerts
         assert store.get_checkpoint("dev") is None
 
         # After `watch` ran, its checkpoint and block records stay as they were.
@@ -139,7 +144,8 @@ def test_backfill_finds_everything_alerts_once_and_repeats_nothing(
         assert main(["backfill", str(config), "--chain", "dev", *args]) == 0
         assert store.get_checkpoint("dev") == checkpoint
         assert store.recent_blocks("dev", 100) == recorded
-        assert "Outflow" not in capsys.readouterr().out
+        assert capsys.readouterr().out == ""
+        assert store.alerts() == alerts
     finally:
         store.close()
 
@@ -154,7 +160,8 @@ def test_one_worker_and_eight_publish_the_same_events_in_height_order(
         try:
             observer = app.bus.subscribe(app.topic(EVENTS_TOPIC), "test-observer")
             result = backfill(app, "dev", 0, None, workers)
-            assert (result.first, result.last, result.alerts) == (0, stretch.confirmed, 1)
+            # The cold drain and the hot wallet's unannounced token payment.
+            assert (result.first, result.last, result.alerts) == (0, stretch.confirmed, 2)
             messages: list[Message] = []
             while observer.poll(messages.append, timeout=0.0):
                 pass

@@ -145,7 +145,8 @@ def test_balances_are_exact_after_every_block_and_spends_show_pending_first(
     alerts = {a.counterparty: a for a in watch.app.store.alerts()}
     assert alerts[ATTACKER.address()].state is AlertState.PENDING
     assert alerts[ATTACKER.address()].severity is Severity.CRITICAL
-    assert alerts[cold.address(CHANGE, 0)].severity is Severity.WARNING  # back to its own
+    assert alerts[ATTACKER.address()].rule_id == "cold-outflow"
+    assert list(alerts) == [ATTACKER.address()]  # the change back to its own: planned, no alert
     assert watch.balances() != expected(hot, cold)  # a pending spend moves no coin
 
     bcoin_node.mine(1, SINK_ADDRESS)
@@ -158,12 +159,26 @@ def test_balances_are_exact_after_every_block_and_spends_show_pending_first(
         a.id for a in watch.app.store.alerts() if a.state is AlertState.CONFIRMED
     }
 
-    # Hot wallet payments with change, block after block: exact after each.
+    # Hot wallet payments with change, block after block: exact after each. No expectation
+    # announced them: each payment (not its change) is an unplanned outflow.
     for n in range(3):
-        hot.send(bcoin_node, [(ATTACKER.address(index=n + 1), 10_000_000 * (n + 1))])
+        paid = hot.send(bcoin_node, [(ATTACKER.address(index=n + 1), 10_000_000 * (n + 1))])
         bcoin_node.mine(1, SINK_ADDRESS)
         watch.step()
         assert watch.balances() == expected(hot, cold), n
+        assert [
+            (a.rule_id, a.severity, a.state, a.counterparty, a.amount)
+            for a in watch.app.store.alerts()
+            if a.tx_hash == paid.txid
+        ] == [
+            (
+                "unplanned-outflow",
+                Severity.HIGH,
+                AlertState.CONFIRMED,
+                ATTACKER.address(index=n + 1),
+                10_000_000 * (n + 1),
+            )
+        ], n
     # The balance at an earlier height is still exact: before the drain, the cold wallet
     # held its two coinbases.
     before = watch.app.store.utxo_balances(CHAIN, bcoin_node.height() - 4)
@@ -376,10 +391,14 @@ def test_a_killed_watcher_restarts_and_loses_and_duplicates_nothing(
         assert blocks[0] <= start
         seen = {t.tx_hash for t in store.transfers(chain=CHAIN)}
         assert set(sent) <= seen
-        # Each spend's alerts once (one per output of a cold spend), none twice.
+        # Each spend's alert once, none twice: the cold wallet's spends are cold outflows, the
+        # hot wallet's unannounced payments unplanned outflows (their change raises none).
         alerts = store.alerts()
         assert len({a.id for a in alerts}) == len(alerts)
-        assert {a.tx_hash for a in alerts} == {s for i, s in enumerate(sent) if i % 4 % 2}
+        cold_spends = {s for i, s in enumerate(sent) if i % 4 % 2}
+        assert sorted((a.tx_hash, a.rule_id) for a in alerts) == sorted(
+            (s, "cold-outflow" if s in cold_spends else "unplanned-outflow") for s in sent
+        )
         assert store.utxo_balances(CHAIN) == expected(hot, cold)
         store.close()
     finally:
@@ -504,6 +523,9 @@ def test_a_pending_spend_of_a_coin_gone_in_a_reorg_is_withdrawn(
 def test_a_spend_of_a_coin_not_yet_confirmed_is_pending_once_the_coin_is_known(
     tmp_path: Path, bcoin_node: BcoinNode, wallets: tuple[RegtestWallet, RegtestWallet], auth: None
 ) -> None:
+    """The follower follows the head: a coin is known from its block on (provisional, before
+    its confirmations), so a spend of it waiting in the mempool is pending at once; and it
+    stays pending, once, while the coin's block gathers its confirmations."""
     hot, cold = wallets
     watch = Watch(write_config(tmp_path, bcoin_node, hot, cold, confirmations=3))
     try:
@@ -514,12 +536,20 @@ def test_a_spend_of_a_coin_not_yet_confirmed_is_pending_once_the_coin_is_known(
         drain = cold.build([(ATTACKER.address(), 40_000_000)], inputs=[fresh])
         bcoin_node.send_raw(drain.raw)
         watch.step()
-        assert watch.transfers(drain.txid) == []  # the coin's block has 1 confirmation of 3
+        # The coin's block has 1 confirmation of 3: the deposit is provisional, the spend seen.
+        assert {t.status for t in watch.transfers(deposit.txid)} == {TransferStatus.PROVISIONAL}
+        assert {t.status for t in watch.transfers(drain.txid)} == {TransferStatus.PENDING}
+        [alert] = [a for a in watch.app.store.alerts() if a.tx_hash == drain.txid]
+        assert (alert.rule_id, alert.state) == ("cold-outflow", AlertState.PENDING)
         bcoin_node.mine_block([], SINK_ADDRESS)
         bcoin_node.mine_block([], SINK_ADDRESS)
         watch.step()
         assert drain.txid in bcoin_node.mempool()
+        assert {t.status for t in watch.transfers(deposit.txid)} == {TransferStatus.CONFIRMED}
         assert {t.status for t in watch.transfers(drain.txid)} == {TransferStatus.PENDING}
+        assert [a.state for a in watch.app.store.alerts() if a.tx_hash == drain.txid] == [
+            AlertState.PENDING
+        ]
     finally:
         watch.close()
 

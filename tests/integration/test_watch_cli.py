@@ -73,24 +73,30 @@ def test_watch_alerts_once_and_resumes(
     start = node.head()
     assert main(["watch", str(config), "--until-height", f"dev={start}"]) == 0
     drain = node.send(node.accounts[2], node.accounts[8], 7 * 10**18)
-    node.send(node.accounts[1], node.accounts[8], 10**18)  # hot outflow: not this rule
+    payout = node.send(node.accounts[1], node.accounts[8], 10**18)  # hot, announced by nothing
     head = node.head()
     assert main(["watch", str(config), "--until-height", f"dev={head}"]) == 0
     out = capsys.readouterr().out
     assert out.count("[CRITICAL] Outflow from cold wallet") == 1
     assert "7 ETH" in out and drain.lower() in out and "コールドウォレットからの送金" in out
+    assert out.count("[HIGH] Unplanned outflow") == 1 and payout.lower() in out
+    headers = [line for line in out.splitlines() if line.startswith("[")]
+    assert len(headers) == 2, headers  # two alerts, each printed once
 
     # A restart with nothing new repeats nothing.
     assert main(["watch", str(config), "--until-height", f"dev={head}"]) == 0
-    assert "Outflow" not in capsys.readouterr().out
+    assert capsys.readouterr().out == ""
 
     assert main(["transfers", str(config), "--wallet", "cold", "--json"]) == 0
     [line] = capsys.readouterr().out.splitlines()
     record = json.loads(line)
     assert (record["tx_hash"], record["amount"]) == (drain.lower(), str(7 * 10**18))
     assert main(["alerts", str(config), "--json"]) == 0
-    [alert] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert alert["rule_id"] == "cold-outflow" and alert["tx_hash"] == drain.lower()
+    alerts = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert sorted((a["rule_id"], a["severity"], a["tx_hash"]) for a in alerts) == [
+        ("cold-outflow", "critical", drain.lower()),
+        ("unplanned-outflow", "high", payout.lower()),
+    ]
 
 
 def test_unknown_chain_in_until_height(

@@ -79,6 +79,16 @@ def test_to_an_own_wallet_is_planned_without_expectation() -> None:
     assert verdict is not None and verdict.plan is Plan.OWN_WALLET and verdict.planned
 
 
+def test_to_an_allowlisted_destination_is_planned_for_that_wallet_only() -> None:
+    settlement = "0x4444444444444444444444444444444444444444"
+    hot = replace(BOOK.wallets[0], allowlist=(settlement.upper().replace("0X", "0x"),))
+    book = WalletBook([hot, BOOK.wallets[1]])
+    verdict = reconcile(_out(to=settlement), book, [], set(), T0)
+    assert verdict is not None and verdict.plan is Plan.ALLOWLISTED and verdict.planned
+    from_cold = reconcile(_out(to=settlement, from_address=COLD), book, [], set(), T0)
+    assert from_cold is not None and from_cold.plan is Plan.UNPLANNED
+
+
 def test_not_an_outflow_has_no_verdict() -> None:
     assert reconcile(_out(from_address=CUSTOMER, to=HOT), BOOK, [], set(), T0) is None
 
