@@ -199,7 +199,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_drill(out=args.out, lang=args.lang, seed=args.seed)
     if args.command == "watch":
-        from drainwatch.wiring import run_watch
+        from drainwatch.watch import run_watch
 
         return run_watch(args.config, _parse_until(args.until_height))
     if args.command == "backfill":

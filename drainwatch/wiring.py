@@ -9,27 +9,43 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from alerts.blocks import CardMaker
-from alerts.console import ConsoleSink
-from alerts.notifier import Notifier
 from alerts.rules import WalletBook
 from drainwatch.errors import ConfigError, UsageError
 from drainwatch.model import Asset, Chain, ChainKind, Wallet
 from drainwatch.pipeline import Pipeline
 from drainwatch.policy import label_book, rule_policy
-from drainwatch.ports import AlertCard, AlertSink, Delivery, DeliverySink, EventBus, JsonRpc, Store
+from drainwatch.ports import AlertSink, DeliverySink, EventBus, JsonRpc, Store
 from drainwatch.processor import Processor
+
+# Re-exported: the alert wiring lives in wiring_alerts, callers import it from here too.
+from drainwatch.wiring_alerts import (
+    Intake as Intake,
+)
+from drainwatch.wiring_alerts import (
+    _env as _env,
+)
+from drainwatch.wiring_alerts import (
+    build_notifier as build_notifier,
+)
+from drainwatch.wiring_alerts import (
+    build_sinks as build_sinks,
+)
+from drainwatch.wiring_alerts import (
+    delivery_sinks as delivery_sinks,
+)
+from drainwatch.wiring_alerts import (
+    sink_names as sink_names,
+)
 from graph.labels import LabelBook
 from watchers.bitcoin.derive import ScriptBook
 from watchers.bitcoin.follower import BitcoinFollower
@@ -245,89 +261,6 @@ def build_head_watches(app: App, chains: Iterable[str]) -> dict[str, HeadWatch]:
     return watches
 
 
-def _env(field_path: str, name: str | None) -> str:
-    value = os.environ.get(name or "")
-    if not value:
-        raise ConfigError(field_path, f"environment variable {name} is not set")
-    return value
-
-
-def sink_names(settings: Settings) -> list[str]:
-    """The outbox's name of each configured channel: stable across restarts, since undelivered
-    rows are found by it (``console``, ``slack:#channel``, ``webhook:URL``)."""
-    names: list[str] = []
-    for channel in settings.alerts.channels:
-        if channel.kind == "console":
-            name = "console"
-        elif channel.kind == "slack":
-            name = f"slack:{channel.channel}"
-        else:
-            name = f"webhook:{channel.url}"
-        if name not in names:
-            names.append(name)
-    return names
-
-
-def build_sinks(settings: Settings, stream: TextIO | None = None) -> list[DeliverySink]:
-    """The configured channels as outbox sinks, named as ``sink_names`` names them."""
-    sinks: list[DeliverySink] = []
-    names = sink_names(settings)
-    for i, channel in enumerate(settings.alerts.channels):
-        where = f"alerts.channels[{i}]"
-        if channel.kind == "console":
-            sinks.append(ConsoleSink(stream, name="console"))
-        elif channel.kind == "slack":
-            from alerts.slack import SlackSink
-
-            token = _env(f"{where}.token_env", channel.token_env)
-            base_url = channel.base_url
-            sinks.append(
-                SlackSink(f"slack:{channel.channel}", channel.channel, token, base_url=base_url)
-            )
-        else:
-            from alerts.webhook import WebhookSink
-
-            secret = _env(f"{where}.secret_env", channel.secret_env)
-            name = f"webhook:{channel.url}"
-            sinks.append(WebhookSink(name, channel.url, secret, clock=lambda: datetime.now(UTC)))
-    unique = {sink.name: sink for sink in sinks}  # a channel listed twice is sent to once
-    assert list(unique) == names, "sink names follow sink_names()"
-    return list(unique.values()) or [ConsoleSink(stream)]
-
-
-class _Observer:
-    """An ``AlertSink`` (a test's collector, the drill's recorder) as an outbox sink: it gets
-    every change of every alert, as the processor used to hand them over."""
-
-    def __init__(self, sink: AlertSink, name: str) -> None:
-        self._sink = sink
-        self.name = name
-
-    def send(self, delivery: Delivery, card: AlertCard, previous_ref: str | None) -> str | None:
-        self._sink.deliver(delivery.alert, card.text_en, card.text_ja)
-        return None
-
-
-def delivery_sinks(sinks: Sequence[AlertSink | DeliverySink]) -> list[DeliverySink]:
-    out: list[DeliverySink] = []
-    for i, sink in enumerate(sinks):
-        if isinstance(getattr(sink, "name", None), str) and hasattr(sink, "send"):
-            out.append(sink)  # type: ignore[arg-type]
-        else:
-            out.append(_Observer(sink, f"observer:{type(sink).__name__}:{i}"))  # type: ignore[arg-type]
-    return out
-
-
-def build_notifier(app: App, sinks: Sequence[AlertSink | DeliverySink]) -> Notifier:
-    return Notifier(
-        app.store,
-        delivery_sinks(sinks),
-        CardMaker(app.chains, app.assets, app.book),
-        clock=lambda: datetime.now(UTC),
-        max_retry_seconds=app.settings.alerts.delivery.max_retry_seconds,
-    )
-
-
 def build_pipeline(
     app: App,
     sinks: Sequence[AlertSink | DeliverySink],
@@ -410,161 +343,6 @@ def build_pipeline(
     return pipeline
 
 
-class Intake:
-    """The expectations' ways in that a running watcher reads: the inbox directory and the
-    Kafka topic, as configured (``alerts.expectations``). ``poll`` is cheap when nothing
-    waits; a store failure leaves the file or messages for the next poll."""
-
-    def __init__(self, app: App) -> None:
-        from alerts.inbox import EXPECTATIONS_TOPIC, INTAKE_GROUP, ExpectationConsumer, Inbox
-        from alerts.intake import ExpectationParser
-
-        intake = app.settings.alerts.expectations
-        parser = ExpectationParser.for_settings(app.settings)
-        self.inbox = (
-            Inbox(app.settings.resolve_path(intake.inbox), parser, app.store)
-            if intake.inbox
-            else None
-        )
-        self.consumer = (
-            ExpectationConsumer(
-                app.bus,
-                app.topic(EXPECTATIONS_TOPIC),
-                app.topic(INTAKE_GROUP),
-                parser.parse_json,
-                app.store,
-            )
-            if intake.kafka
-            else None
-        )
-
-    @property
-    def configured(self) -> bool:
-        return self.inbox is not None or self.consumer is not None
-
-    def poll(self, timeout: float = 0.0) -> int:
-        taken = 0
-        if self.inbox is not None:
-            taken += self.inbox.poll()
-        if self.consumer is not None:
-            taken += self.consumer.poll(timeout=timeout)
-        return taken
-
-    def run(self, stop: threading.Event, on_error: Callable[[str, Exception, float], None]) -> None:
-        """The service's intake thread: the inbox four times a second, the topic as it comes."""
-        failures = 0
-        while not stop.is_set():
-            try:
-                self.poll(timeout=0.25 if self.consumer is not None else 0.0)
-                failures = 0
-            except Exception as exc:  # the thread outlives any one failure; nothing is lost
-                failures += 1
-                pause = min(60.0, 2.0**failures)
-                on_error("expectations", exc, pause)
-                stop.wait(pause)
-                continue
-            if self.consumer is None:
-                stop.wait(INBOX_POLL_SECONDS)
-
-    def close(self) -> None:
-        if self.consumer is not None:
-            self.consumer.close()
-
-
-#: How often a running watcher looks into the expectations inbox.
-INBOX_POLL_SECONDS = 0.25
-
-
-def run_watch(
-    config_path: Path,
-    until: Mapping[str, int],
-    *,
-    stop: threading.Event | None = None,
-    stream: TextIO | None = None,
-) -> int:
-    """``drainwatch watch``: follow every chain until stopped or every ``until`` is reached.
-
-    Without ``until`` it is a service (a thread per chain): a failing chain is reported and
-    retried after growing pauses while the others go on. With ``until`` it is a batch job, in
-    rounds, and any failure ends it with exit code 1.
-    """
-    stop = stop or threading.Event()
-    with open_app(config_path) as app:
-        pipeline = build_pipeline(app, build_sinks(app.settings, stream))
-        _check_until(until, app)
-        if until:  # a batch job follows the chains it names, and only those
-            pipeline.followers = [f for f in pipeline.followers if f.chain.name in until]
-        watched = {f.chain.name for f in pipeline.followers}
-        intake = Intake(app)
-        _warn_unenforced(app)
-        _warn_unknown_coins(app, watched)
-        intervals = {name: app.settings.chains[name].poll_interval_seconds for name in watched}
-        try:
-            if not until:
-                consume = app.settings.bus.kind != "inprocess"
-                watches = build_head_watches(app, watched)
-                for name, watch in watches.items():
-                    _say_heads(name, watch.endpoint, intervals[name])
-                    watch.start()
-                intake_thread = None
-                if intake.configured:
-                    intake_thread = threading.Thread(
-                        target=intake.run,
-                        args=(stop, _report_failure),
-                        name="expectations",
-                        daemon=True,
-                    )
-                    intake_thread.start()
-                try:
-                    pipeline.run_service(
-                        stop,
-                        intervals,
-                        _report_failure,
-                        consume=consume,
-                        heads={name: watch.signal for name, watch in watches.items()},
-                    )
-                finally:
-                    for watch in watches.values():
-                        watch.stop()
-                    if intake_thread is not None:
-                        intake_thread.join(timeout=30)
-                return 0
-            while not stop.is_set():
-                intake.poll()  # what was announced before the next blocks are read
-                pipeline.run_once(until)
-                if all(_reached(app, chain, h) for chain, h in until.items()):
-                    pipeline.catch_up()
-                    return 0
-                stop.wait(min(intervals.values(), default=1.0))
-            return 0
-        finally:
-            intake.close()
-            pipeline.close()
-
-
-def _check_until(until: Mapping[str, int], app: App) -> None:
-    unknown = sorted(set(until) - set(app.chains))
-    if unknown:
-        raise UsageError(f"--until-height names an unknown chain: {', '.join(unknown)}")
-
-
-def _report_failure(chain: str, exc: Exception, pause: float) -> None:
-    print(
-        f"drainwatch: {chain}: {exc} — retried in {pause:.0f} s, the other chains go on / "
-        f"{pause:.0f} 秒後に再試行します（他のチェーンの監視は継続）",
-        file=sys.stderr,
-    )
-
-
-def _say_heads(chain: str, endpoint: str, interval: float) -> None:
-    print(
-        f"drainwatch: {chain}: new blocks announced by eth_subscribe(newHeads) on {endpoint}, "
-        f"and polled every {interval:g} s as well / {endpoint} の newHeads 購読で新ブロックを"
-        f"検知（{interval:g} 秒ごとのポーリングも継続）",
-        file=sys.stderr,
-    )
-
-
 def _report_heads_lost(chain: str, exc: Exception, pause: float) -> None:
     print(
         f"drainwatch: {chain}: newHeads subscription down ({exc}) — polling meanwhile, "
@@ -579,34 +357,3 @@ def _report_heads_restored(chain: str) -> None:
         f"drainwatch: {chain}: newHeads subscription restored / newHeads の購読を再開しました",
         file=sys.stderr,
     )
-
-
-def _warn_unknown_coins(app: App, watched: set[str]) -> None:
-    """A Bitcoin spend names the coins it spends, not an address: a watcher that starts at
-    today's head cannot see the spend of a coin received before, unless it is told of them."""
-    for name in sorted(set(app.scripts) & watched):
-        if app.store.get_checkpoint(name) is None:
-            print(
-                f"drainwatch: {name}: a new deployment starts at the chain's head and knows no "
-                "coin the wallets received before: spends of those are not seen until you run "
-                f"`drainwatch backfill CONFIG --chain {name} --from HEIGHT` (HEIGHT: the "
-                "wallets' first block) or `drainwatch import CONFIG --format bitcoin-blk "
-                f"blk*.dat` / {name}: 新規導入時は最新ブロックから監視するため、"
-                "それ以前に受け取ったコインの送金は検知できません。"
-                "backfill（ウォレットの最初のブロックから）または import で"
-                "過去のコインを取り込んでください",
-                file=sys.stderr,
-            )
-
-
-def _warn_unenforced(app: App) -> None:
-    """Say at start what the config asks for that this version does not act on yet."""
-    from drainwatch.config_summary import unenforced
-
-    for en, ja in unenforced(app.settings):
-        print(f"drainwatch: not yet enforced / 未対応: {en} / {ja}", file=sys.stderr)
-
-
-def _reached(app: App, chain: str, height: int) -> bool:
-    checkpoint = app.store.get_checkpoint(chain)
-    return checkpoint is not None and checkpoint.height >= height

@@ -19,7 +19,7 @@ import pytest
 from drainwatch.cli import main
 from drainwatch.devnode_bitcoin import SINK_ADDRESS, BcoinNode
 from drainwatch.regtest_wallet import RegtestWallet
-from drainwatch.wiring import run_watch
+from drainwatch.watch import run_watch
 from tests.fixtures.evm_nodes import AnvilNode
 from tests.fixtures.slack_stub import TOKEN, SlackStub
 from watchers.jsonrpc import HttpJsonRpc

@@ -125,7 +125,7 @@ def _assert_every_block_once(tmp_path: Path, node: AnvilNode, sent: list[str]) -
 def test_the_secondary_endpoint_takes_over_with_no_block_skipped(
     tmp_path: Path, anvil_url: str
 ) -> None:
-    from drainwatch.wiring import run_watch
+    from drainwatch.watch import run_watch
 
     node = AnvilNode(HttpJsonRpc(anvil_url))
     proxy = TcpProxy(int(anvil_url.rsplit(":", 1)[1]))

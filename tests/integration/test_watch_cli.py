@@ -177,7 +177,7 @@ def test_the_service_waits_for_a_node_that_comes_back(tmp_path: Path) -> None:
     import time
 
     from drainwatch.store import open_store
-    from drainwatch.wiring import run_watch
+    from drainwatch.watch import run_watch
     from tests.fixtures.evm_nodes import free_port, start_anvil
 
     port = free_port()
@@ -363,7 +363,7 @@ def test_a_node_that_never_answers_delays_only_its_own_chain(
     import time
 
     from drainwatch.store import open_store
-    from drainwatch.wiring import run_watch
+    from drainwatch.watch import run_watch
 
     node = AnvilNode(HttpJsonRpc(anvil_url))
     hole = Blackhole()

@@ -433,7 +433,7 @@ def _config(tmp_path: Path, rpc: str, cold: str, interval: float = HOUR) -> Path
 def test_watch_service_on_a_websocket_endpoint(
     anvil: Anvil, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from drainwatch.wiring import run_watch
+    from drainwatch.watch import run_watch
 
     node = AnvilNode(HttpJsonRpc(anvil.http))
     config = _config(tmp_path, f'{{url: "{anvil.ws}"}}', node.accounts[2])
@@ -478,7 +478,7 @@ def test_polling_goes_on_while_the_websocket_endpoint_is_down(
 ) -> None:
     """The subscription's endpoint is dead: `watch` says so, tries again after growing pauses,
     and meanwhile the chain is followed by polling its other endpoint."""
-    from drainwatch.wiring import run_watch
+    from drainwatch.watch import run_watch
 
     node = AnvilNode(HttpJsonRpc(anvil.http))
     dead = f"ws://127.0.0.1:{free_port()}"
