@@ -186,6 +186,11 @@ def render(alert: Alert, chain: Chain, assets: Mapping[str, Asset], book: Wallet
 
 
 def _state_text(alert: Alert, chain: Chain) -> tuple[str, str]:
+    if alert.state is AlertState.RETRACTED and dict(alert.facts).get("retracted") == "planned":
+        return (
+            "RETRACTED: planned after all (the outflow matches what the exchange announced)",
+            "取消：計画済み（事前登録された予定送金と一致）",
+        )
     if alert.state is AlertState.RETRACTED and alert.block is None:
         return _WITHDRAWN
     if alert.state is AlertState.SUPERSEDED and alert.block is not None:

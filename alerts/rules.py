@@ -309,9 +309,7 @@ class _Outflow:
     def unplanned(self) -> list[Alert]:
         open_ = sum(1 for e in self.state.expectations if e.reference not in self.state.consumed)
         facts = [("expectation", "none matching"), ("open_expectations", str(open_))]
-        if self.source.role is WalletRole.COLD:
-            if not self.policy.cold_outflow:
-                return []
+        if self.source.role is WalletRole.COLD and self.policy.cold_outflow:
             severity = self.policy.cold_outflow_severity
             if self.rec.destination is not None:  # an unannounced refill
                 severity = self.policy.cold_internal_severity

@@ -18,12 +18,12 @@ EVM wallets have no balance source yet (their series is empty: no balance-fall a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from alerts.expectations import Plan
+from alerts.expectations import Plan, same_address
 from drainwatch.events import BlockDisconnected, Event, TransferSeen
 from drainwatch.model import (
     NATIVE_ASSET_ID,
@@ -167,12 +167,23 @@ class RuleStateReader:
             labels = self._labels.lookup(self._family(t.chain), t.to_address)
         return RuleState(
             book=self._book,
-            expectations=tuple(r.expectation for r in records if r.expectation.valid_until >= when),
+            expectations=tuple(_still_valid(r, t, when) for r in records if _usable(r, t, when)),
             consumed=frozenset(r.expectation.reference for r in records if _used_by_another(r, t)),
             outflows=outflows,
             balances=self._balances(source, t, at),
             destination_labels=labels,
         )
+
+    def preload(self, events: Iterable[Event], now: datetime) -> None:
+        """Load the windows of the wallets ``events`` move value out of, before the processor
+        stores their facts: loaded after, a window would already hold the later transfers of
+        the same batch, marked unplanned before their own expectations were used."""
+        for event in events:
+            if isinstance(event, TransferSeen):
+                t = event.transfer
+                source = self._book.owner(t.chain, t.from_address)
+                if source is not None and source.name not in self._outflows:
+                    self._load(source, self._store.expectations(t.chain, source.name), now)
 
     def observe(self, event: Event, verdict: Verdict, now: datetime) -> None:
         if isinstance(event, BlockDisconnected):
@@ -226,6 +237,7 @@ class RuleStateReader:
                 self._book.owner(t.chain, t.to_address) is not None
                 or t.key in used
                 or (t.chain, t.tx_hash) in pending_used
+                or any(same_address(a, t.to_address) for a in wallet.allowlist)
             )
             window[t.key] = RecentOutflow(t, planned, t.block_time or now)
         self._outflows[wallet.name] = window
@@ -320,6 +332,25 @@ class RuleStateReader:
     def _family(self, chain: str) -> str:
         kind = self._kind(chain)
         return kind.value if kind is not None else "evm"
+
+
+def _used_by_this(record: ExpectationRecord, t: Transfer) -> bool:
+    """Used by ``t`` itself, or by a reading of ``t``'s transaction from the mempool."""
+    used = record.consumed_by
+    if used is None:
+        return False
+    return used == t.key or (used[:2] == (t.chain, t.tx_hash) and used[2].startswith(PENDING_INDEX))
+
+
+def _usable(record: ExpectationRecord, t: Transfer, when: datetime) -> bool:
+    """Still valid when ``t`` happened, or already matched to ``t``: a withdrawal announced,
+    matched while pending and mined after ``valid_until`` stays planned."""
+    return record.expectation.valid_until >= when or _used_by_this(record, t)
+
+
+def _still_valid(record: ExpectationRecord, t: Transfer, when: datetime) -> Expectation:
+    e = record.expectation
+    return e if e.valid_until >= when else replace(e, valid_until=when)
 
 
 def _used_by_another(record: ExpectationRecord, t: Transfer) -> bool:

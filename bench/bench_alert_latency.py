@@ -193,8 +193,9 @@ def run_case(
                 needles, t_mined, height = mined_block(count)
                 wait_for(
                     f"block {height}'s alerts",
-                    lambda ns=needles, h=height: all(stub.seen[n].in_block for n in ns)
-                    and h in poller.heights,
+                    lambda ns=needles, h=height: (
+                        all(stub.seen[n].in_block for n in ns) and h in poller.heights
+                    ),
                 )
                 for position, needle in enumerate(needles):
                     seen = stub.seen[needle]

@@ -209,7 +209,13 @@ class _History:
                 with store.batch():
                     store.apply_utxo_block(chain_name, block.ref, scan.created, scan.spent)
                     if not self._had_checkpoint:
-                        store.record_block(chain_name, block.ref, block.parent_hash, block.time)
+                        store.record_block(
+                            chain_name,
+                            block.ref,
+                            block.parent_hash,
+                            block.time,
+                            confirmed=True,  # below the confirmed head, published confirmed
+                        )
                 r.coins += len(scan.created)
                 r.spends += len(scan.spent)
                 r.transfers += sum(isinstance(e, TransferSeen) for e in scan.events)

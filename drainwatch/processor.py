@@ -21,7 +21,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from alerts.rules import RulePolicy, WalletBook, evaluate
+from alerts.expectations import Plan
+from alerts.rules import (
+    COLD_OUTFLOW,
+    LIMIT_SINGLE,
+    LIMIT_WINDOW,
+    UNPLANNED_OUTFLOW,
+    RulePolicy,
+    WalletBook,
+    alert_id,
+    evaluate,
+)
 from alerts.state import RuleStateReader, Verdict
 from drainwatch import codec
 from drainwatch.errors import BusError, CodecError
@@ -34,7 +44,7 @@ from drainwatch.events import (
     TransferSeen,
     UtxoSpendSeen,
 )
-from drainwatch.model import Alert, AlertState, Asset, Chain
+from drainwatch.model import Alert, AlertState, Asset, Chain, Transfer
 from drainwatch.ports import Message, Store
 from graph.labels import LabelBook
 
@@ -110,6 +120,7 @@ class Processor:
             # Balances first: the rules of a block's transfers read the balances after it.
             self._store.upsert_balances(e.balance for e in events if isinstance(e, BalanceSeen))
             for run in _runs(events):
+                self._state.preload(run, self._clock())  # windows as before this run's facts
                 self._store.upsert_transfers(e.transfer for e in run if isinstance(e, TransferSeen))
                 self._store.upsert_control_changes(
                     e.change for e in run if isinstance(e, ControlChangeSeen)
@@ -128,6 +139,8 @@ class Processor:
                 self._store.consume_expectation(verdict.consumed, event.transfer.key, now)
             for alert in verdict.alerts:
                 self._raise(alert)
+            if isinstance(event, TransferSeen) and verdict.plan not in (None, Plan.UNPLANNED):
+                self._withdraw_earlier(event.transfer, verdict, now)
             self._state.observe(event, verdict, now)
         elif isinstance(event, BlockConfirmed):
             self._store.confirm_block(event.chain, event.block)
@@ -141,24 +154,50 @@ class Processor:
                     self._raise(replace(alert, state=AlertState.RETRACTED))
             self._state.observe(event, Verdict([]), now)
 
-    def _raise(self, alert: Alert) -> None:
+    def _withdraw_earlier(self, t: Transfer, verdict: Verdict, now: datetime) -> None:
+        """An outflow alerted as unplanned at an earlier sighting (its expectation arrived after
+        the mempool showed it) that is planned now: its alerts are retracted, saying why, so
+        that none stays open in Slack for an outflow the exchange announced."""
+        raised = {a.id for a in verdict.alerts}
+        for rule in _OUTFLOW_RULES:
+            known = self._store.get_alert(alert_id(rule, t.key))
+            if known is None or known.id in raised or known.state is AlertState.RETRACTED:
+                continue
+            reason = verdict.consumed or str(verdict.plan)
+            facts = (*known.facts, ("retracted", "planned"), ("planned_by", reason))
+            self._raise(replace(known, state=AlertState.RETRACTED, facts=facts), news=_PLANNED)
+
+    def _raise(self, alert: Alert, news: str | None = None) -> None:
         known = self._store.get_alert(alert.id)
         if known is not None and (known.state, known.block) == (alert.state, alert.block):
             return
         if known is not None and alert.block is None and known.state in _MINED:
             return  # a mempool verdict (pending or withdrawn) on what a block already carries
+        if (
+            known is not None
+            and known.state is AlertState.CONFIRMED
+            and alert.state is AlertState.PROVISIONAL
+            and known.block == alert.block
+        ):
+            return  # a replayed sighting of a block that has its confirmations since
         if known is not None:  # the same alert, moved on: keep its identity and first time
-            alert = replace(known, state=alert.state, block=alert.block)
+            alert = replace(known, state=alert.state, block=alert.block, facts=alert.facts)
         if known is None:
             self._store.save_alert(alert)
         else:
             self._store.update_alert(alert)
         previous = None if known is None else known.state
-        self._store.enqueue_delivery(alert, self._sinks, previous, None, self._clock())
+        self._store.enqueue_delivery(alert, self._sinks, previous, news, self._clock())
         self._announced = True
 
 
 _MINED = (AlertState.PROVISIONAL, AlertState.CONFIRMED, AlertState.SUPERSEDED, AlertState.EXECUTED)
+#: The rules about one outflow whose alert an outflow found planned later withdraws.
+_OUTFLOW_RULES = (UNPLANNED_OUTFLOW, COLD_OUTFLOW, LIMIT_SINGLE, LIMIT_WINDOW)
+_PLANNED = (
+    "retracted: the outflow matches what the exchange announced (planned) / "
+    "取消：事前登録された予定送金と一致（計画済み）"
+)
 
 
 def _runs(events: Sequence[Event]) -> Iterator[list[Event]]:

@@ -6,11 +6,13 @@ into adapters (``drainwatch.wiring`` builds the rest and imports these); secrets
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
+from urllib.parse import urlsplit
 
 from alerts.blocks import CardMaker
 from alerts.console import ConsoleSink
@@ -35,7 +37,9 @@ def _env(field_path: str, name: str | None) -> str:
 
 def sink_names(settings: Settings) -> list[str]:
     """The outbox's name of each configured channel: stable across restarts, since undelivered
-    rows are found by it (``console``, ``slack:#channel``, ``webhook:URL``)."""
+    rows are found by it (``console``, ``slack:#channel``, ``webhook:https://HOST/…#DIGEST``).
+    A webhook's URL may carry a token in its path or query: its name keeps only the scheme and
+    host, and a digest of the whole URL that tells two webhooks on one host apart."""
     names: list[str] = []
     for channel in settings.alerts.channels:
         if channel.kind == "console":
@@ -43,7 +47,7 @@ def sink_names(settings: Settings) -> list[str]:
         elif channel.kind == "slack":
             name = f"slack:{channel.channel}"
         else:
-            name = f"webhook:{channel.url}"
+            name = webhook_name(channel.url)
         if name not in names:
             names.append(name)
     return names
@@ -69,7 +73,7 @@ def build_sinks(settings: Settings, stream: TextIO | None = None) -> list[Delive
             from alerts.webhook import WebhookSink
 
             secret = _env(f"{where}.secret_env", channel.secret_env)
-            name = f"webhook:{channel.url}"
+            name = webhook_name(channel.url)
             sinks.append(WebhookSink(name, channel.url, secret, clock=lambda: datetime.now(UTC)))
     unique = {sink.name: sink for sink in sinks}  # a channel listed twice is sent to once
     assert list(unique) == names, "sink names follow sink_names()"
@@ -168,3 +172,9 @@ class Intake:
     def close(self) -> None:
         if self.consumer is not None:
             self.consumer.close()
+
+
+def webhook_name(url: str) -> str:
+    parts = urlsplit(url)
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return f"webhook:{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…#{digest}"

@@ -214,10 +214,19 @@ class Follower(ABC, Generic[B]):
         return max(target, 0)  # a new deployment starts at the head, not at genesis
 
     def _confirm(self) -> None:
-        """Announce the processed blocks that have reached their confirmations."""
+        """Announce the processed blocks that have reached their confirmations, and that the
+        node still has: a block replaced by a reorg this step has not come to yet (the loop
+        stopped before the next block, whose parent would have shown it) is left for the
+        rewind, never confirmed."""
         blocks = self._store.unconfirmed_blocks(self.chain.name, self._confirmed)
         if not blocks:
             return
+        try:
+            # The recorded blocks form one chain: if the node has the highest, it has them all.
+            if self.node_block(blocks[-1].height) != blocks[-1]:
+                return  # replaced: the next step rewinds first
+        except NodeInconsistent:
+            return  # the node has no block there now (its head went back): ask again later
         self._publish([BlockConfirmed(self.chain.name, ref) for ref in blocks])
         for ref in blocks:
             self._store.mark_block_confirmed(self.chain.name, ref)

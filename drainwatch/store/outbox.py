@@ -9,6 +9,7 @@ runs on the caller's connection or session: inside ``SqlStore.batch()`` it is pa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -16,9 +17,12 @@ from sqlalchemy import Connection, Table, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from drainwatch import codec
+from drainwatch.errors import CodecError
 from drainwatch.model import Alert, AlertState
 from drainwatch.ports import Delivery
 from drainwatch.store.schema import DeliveryRefRow, OutboxRow
+
+log = logging.getLogger(__name__)
 
 _TABLE: Table = OutboxRow.__table__  # type: ignore[assignment]
 #: The longest error text kept per row: enough for an HTTP status and Slack's error code.
@@ -82,7 +86,22 @@ def due(session: Session, sink: str, now: datetime, limit: int) -> list[Delivery
         .order_by(OutboxRow.id)
         .limit(limit)
     )
-    return [_delivery(row) for row in session.scalars(query)]
+    due_rows: list[Delivery] = []
+    for row in session.scalars(query):
+        try:
+            due_rows.append(_delivery(row))
+        except CodecError as exc:
+            # Written by a newer drainwatch (a rolling upgrade), or damaged: it stays in the
+            # outbox, reported, and holds up only its own alert's later rows.
+            log.error(
+                "outbox row %d (alert %s, %s) cannot be read: %s; it waits for a drainwatch "
+                "that reads it / 送信キューの行を読み取れません（新しいバージョンで処理されます）",
+                row.id,
+                row.alert_id,
+                row.sink,
+                exc,
+            )
+    return due_rows
 
 
 def claim(conn: Connection, delivery_id: int, now: datetime, until: datetime) -> int | None:

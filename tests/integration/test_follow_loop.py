@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from drainwatch import codec
 from drainwatch.bus.inprocess import InProcessBus
-from drainwatch.events import BlockConnected, BlockDisconnected, Event
+from drainwatch.events import BlockConfirmed, BlockConnected, BlockDisconnected, Event
 from drainwatch.model import BlockRef, Chain, ChainKind
 from drainwatch.ports import Store
 from drainwatch.store import open_store
@@ -143,3 +144,57 @@ def test_a_crash_in_a_new_deployments_first_block_resumes_at_that_block(
     Scripted(node, store, bus).step()
     heights = [ref.height for ref in _live(store)]
     assert heights == list(range(19, 25))  # resumed at the first block: nothing skipped
+
+
+class _Lagging(Scripted):
+    """Confirmations 2, and a backend that can lag (has no block at a height it announced)."""
+
+    def __init__(self, node: Node, store: Any, bus: Any, **kw: Any) -> None:
+        super().__init__(node, store, bus, **kw)
+        self.chain = Chain(NAME, ChainKind.BITCOIN, "regtest", "BTC", 8, confirmations=2)
+        self.lag = False
+
+    def fetch(self, height: int) -> Any:
+        return None if self.lag else super().fetch(height)
+
+
+def _recording(tmp_path: Path) -> tuple[Any, InProcessBus, list[Event]]:
+    store = open_store(f"sqlite:///{tmp_path / 'confirm.db'}")
+    bus = InProcessBus()
+    seen: list[Event] = []
+    sub = bus.subscribe("t", "g")
+    publish = bus.publish
+
+    def recorded(topic: str, key: str, value: bytes) -> None:
+        publish(topic, key, value)
+        sub.poll(lambda m: seen.append(codec.loads_event(m.value)))
+
+    bus.publish = recorded  # type: ignore[method-assign]
+    return store, bus, seen
+
+
+@pytest.mark.parametrize("how", ["until", "lagging backend"])
+def test_a_replaced_block_is_never_announced_confirmed(tmp_path: Path, how: str) -> None:
+    """A step that stops before the block after a replaced one (a batch run's --until-height,
+    a backend that has not got the next block) must not confirm the replaced block: the node
+    no longer has it. It is retracted once the next block is read."""
+    store, bus, seen = _recording(tmp_path)
+    node = Node()
+    node.extend(6, "a")  # a0..a5
+    follower = _Lagging(node, store, bus, start_height=0)
+    follower.step()
+    a5 = node.blocks[5].ref
+    node.replace_from(5, 2, "b")  # a5 replaced by b5, b6: a5 would have its 2 confirmations
+    if how == "until":
+        follower.step(until=5)
+    else:
+        follower.lag = True
+        follower.step()
+    assert a5 not in [e.block for e in seen if isinstance(e, BlockConfirmed)]
+    follower.lag = False
+    follower.step()
+    assert a5 in [e.block for e in seen if isinstance(e, BlockDisconnected)]
+    assert a5 not in [e.block for e in seen if isinstance(e, BlockConfirmed)]
+    # b5, read with its two confirmations already, went out confirmed: nothing left to confirm.
+    assert node.blocks[5].ref in [ref for ref, _ in store.recent_blocks(NAME, 10)]
+    assert store.unconfirmed_blocks(NAME, 5) == []

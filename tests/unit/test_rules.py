@@ -123,7 +123,11 @@ def test_a_hot_outflow_is_unplanned_not_cold_and_an_inflow_is_nothing() -> None:
 
 def test_disabled_rule_and_other_events() -> None:
     event = TransferSeen(_transfer(COLD, ATTACKER))
-    assert _alerts(event, BOOK, RulePolicy(cold_outflow=False), NOW) == []
+    # The cold rule off, a cold wallet's unplanned outflow is still an unplanned outflow.
+    [alert] = _alerts(event, BOOK, RulePolicy(cold_outflow=False), NOW)
+    assert alert.rule_id == UNPLANNED_OUTFLOW
+    off = RulePolicy(cold_outflow=False, unplanned_outflow=False)
+    assert _alerts(event, BOOK, off, NOW) == []
     block = BlockConnected("ethereum", BlockRef(1, "0x" + "00" * 32), "0x" + "00" * 32, NOW)
     assert _alerts(block, BOOK, RulePolicy(), NOW) == []
 

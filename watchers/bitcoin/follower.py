@@ -112,7 +112,7 @@ class BitcoinFollower(Follower[FetchedBitcoinBlock]):
         mined = {tx.txid for tx in block.block.txs}  # hashed already, for the merkle root
         verdicts, self._settling = self.mempool.verdicts(scan.spends, mined)
         self._scan = scan
-        return verdicts + scan.events + self._balances(scan, block)
+        return self._balances(scan, block) + verdicts + scan.events  # balances first, as EVM
 
     def _balances(self, scan: BlockScan, block: FetchedBitcoinBlock) -> list[Event]:
         """Each wallet that spent a coin in the block, with what it holds after it (the

@@ -101,9 +101,11 @@ class EvmFollower(Follower[EvmBlock]):
         facts = self._extractor.extract(block)
         if facts is None:  # a receipt is missing or from another block: the block later
             return None
-        events: list[Event] = [TransferSeen(t) for t in facts.transfers]
+        # The balances first: a consumer that handles the transfers (in this batch or a later
+        # one) has the balance after the block already, for the balance-fall rule.
+        events: list[Event] = list(self._balances.after(block.ref, block.time, facts.transfers))
+        events += [TransferSeen(t) for t in facts.transfers]
         events += [ControlChangeSeen(c) for c in facts.changes]
-        events += self._balances.after(block.ref, block.time, facts.transfers)
         return events
 
     def pending(self) -> list[Event]:
