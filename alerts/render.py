@@ -1,8 +1,8 @@
 """Alert text in English and Japanese. Pure: the same alert always renders the same text.
 
 The verdicts on a pending alert say what comes next: SUPERSEDED, "mined in block X; the block's
-alert follows after N confirmations" (it does not exist yet); EXECUTED, for a kind nothing in a
-block reports, "EXECUTED in block X", titled as such and at the alert's own severity: it is the
+alert takes over" (provisional at once, confirmed after N confirmations); EXECUTED, for a kind
+nothing in a block reports, "EXECUTED in block X", titled as such and at the alert's own severity: it is the
 news, not a hand-over.
 """
 
@@ -196,10 +196,10 @@ def _state_text(alert: Alert, chain: Chain) -> tuple[str, str]:
     if alert.state is AlertState.SUPERSEDED and alert.block is not None:
         height, n = alert.block.height, max(chain.confirmations, 1)
         return (
-            f"superseded: mined in block {height}; the block's alert follows after {n} "
-            "confirmation(s) (the same event, not a second one)",
-            f"引継ぎ：ブロック {height} に取り込まれました。このブロックのアラートが {n} 承認後に"
-            "続きます（同じ事象であり、別の事象ではありません）",
+            f"superseded: mined in block {height}; the block's own alert takes over (provisional "
+            f"now, confirmed after {n} confirmation(s); the same event, not a second one)",
+            f"引継ぎ：ブロック {height} に取り込まれました。以後はこのブロックのアラートが"
+            f"引き継ぎます（現在は暫定、{n} 承認後に確定。同じ事象であり、別の事象ではありません）",
         )
     if alert.state is AlertState.EXECUTED and alert.block is not None:
         height = alert.block.height
@@ -304,8 +304,8 @@ def _facts_text(alert: Alert, chain: Chain, assets: Mapping[str, Asset]) -> tupl
                 f"予定の登録がない自社ウォレット {own} への補充です（補充は事前登録が必要です）",
             )
         return (
-            f"no matching expectation ({n} open for this wallet)",
-            f"一致する予定送金がありません（このウォレットの有効な予定 {n} 件）",
+            f"no matching expectation ({n} open with this amount, to other destinations)",
+            f"一致する予定送金がありません（同じ金額の有効な予定 {n} 件は送金先が異なります）",
         )
     if alert.rule_id == LIMIT_SINGLE:
         amount, limit = units("amount"), units("max_single")

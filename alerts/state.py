@@ -157,9 +157,11 @@ class RuleStateReader:
         source = self._book.owner(t.chain, t.from_address)
         if source is None:
             return RuleState(self._book)
-        records = self._store.expectations(t.chain, source.name)
         when = t.block_time or now
-        window = self._load(source, records, now)
+        if source.name not in self._outflows:
+            self._load(source, self._store.expectations(t.chain, source.name), now)
+        window = self._outflows[source.name]
+        records = self._store.expectation_candidates(t.chain, source.name, t.asset, t.amount)
         outflows = tuple(o for o in window.values() if o.transfer.asset == t.asset)
         at = t.block_time or next((o.at for o in outflows if o.transfer.key == t.key), now)
         labels: tuple[Label, ...] = ()

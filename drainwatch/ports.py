@@ -269,6 +269,13 @@ class Store(Protocol):
     ) -> list[ExpectationRecord]:
         """Stored expectations, optionally of one chain and wallet, by arrival."""
 
+    def expectation_candidates(
+        self, chain: str, wallet: str, asset: str, amount: int
+    ) -> list[ExpectationRecord]:
+        """The expectations one outflow of ``wallet`` could match: the same chain, asset and
+        exact amount (destination and validity are the rules' to compare), by arrival. What
+        the rules read for every outflow: it stays small however many are stored."""
+
     def consume_expectation(
         self, reference: str, transfer: tuple[str, str, str], at: datetime
     ) -> bool:

@@ -86,6 +86,31 @@ class ExpectationTable:
         query = query.order_by(ExpectationRow.created_at, ExpectationRow.reference)
         return [_record(row, status) for row, status in session.execute(query)]
 
+    def candidates(
+        self, session: Session, chain: str, wallet: str, asset: str, amount: int
+    ) -> list[ExpectationRecord]:
+        """See ``Store.expectation_candidates``: what one outflow could match, from the
+        (chain, wallet) index, whatever the number of expectations ever stored."""
+        query = (
+            select(ExpectationRow, TransferRow.status)
+            .outerjoin(
+                TransferRow,
+                and_(
+                    TransferRow.chain == ExpectationRow.consumed_chain,
+                    TransferRow.tx_hash == ExpectationRow.consumed_tx,
+                    TransferRow.tx_index == ExpectationRow.consumed_index,
+                ),
+            )
+            .where(
+                ExpectationRow.chain == chain,
+                ExpectationRow.wallet == wallet,
+                ExpectationRow.asset == asset,
+                ExpectationRow.amount == amount,
+            )
+            .order_by(ExpectationRow.created_at, ExpectationRow.reference)
+        )
+        return [_record(row, status) for row, status in session.execute(query)]
+
     def consume(self, conn: Connection, reference: str, transfer: Key, at: datetime) -> bool:
         """See ``Store.consume_expectation`` and the module docstring."""
         for _ in range(_ROUNDS):

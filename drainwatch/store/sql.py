@@ -647,6 +647,12 @@ class SqlStore:
         with self._read("expectations") as session:
             return self._expectations.listed(session, chain, wallet)
 
+    def expectation_candidates(
+        self, chain: str, wallet: str, asset: str, amount: int
+    ) -> list[ExpectationRecord]:
+        with self._read("expectation_candidates") as session:
+            return self._expectations.candidates(session, chain, wallet, asset, amount)
+
     def consume_expectation(
         self, reference: str, transfer: tuple[str, str, str], at: datetime
     ) -> bool:

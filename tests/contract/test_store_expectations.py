@@ -216,3 +216,32 @@ def test_racing_writers_of_one_reference_agree(store: SqlStore) -> None:
     assert sum(counts) == 1 and len(errors) == 3
     assert counts.count(0) == 2 and len(counts) == 3
     assert stored.expectation.amount in (1, 2)
+
+
+def test_candidates_are_what_one_outflow_could_match(store: SqlStore) -> None:
+    """The same chain, wallet, asset and exact amount (2**200 included), whatever else is
+    stored; a consumer shown, an orphaned consumer shown as none."""
+    big = 2**200 + 1
+    store.add_expectations(
+        [
+            record(expectation("W-1", amount=big)),
+            record(expectation("W-2", amount=big, destination="0xElsewhere")),
+            record(expectation("W-3", amount=big + 1)),
+            record(expectation("W-4", amount=big, wallet="cold")),
+            record(expectation("W-5", amount=big, asset="0xtoken")),
+            record(expectation("W-6", amount=big, chain="polygon")),
+            *(record(expectation(f"N-{i}", amount=i + 1)) for i in range(300)),
+        ]
+    )
+    used = transfer("0xaa", block=BlockRef(5, "0xb5"), amount=big)
+    store.upsert_transfers([used])
+    assert store.consume_expectation("W-2", used.key, T0)
+    found = store.expectation_candidates("eth", "hot", "native", big)
+    assert [r.expectation.reference for r in found] == ["W-1", "W-2"]
+    assert [r.consumed_by for r in found] == [None, used.key]
+    store.orphan_transfers("eth", BlockRef(5, "0xb5"))
+    found = store.expectation_candidates("eth", "hot", "native", big)
+    assert [r.consumed_by for r in found] == [None, None]
+    assert store.expectation_candidates("eth", "hot", "native", 7) == [
+        r for r in store.expectations("eth", "hot") if r.expectation.reference == "N-6"
+    ]

@@ -16,6 +16,7 @@ from drainwatch.bus.inprocess import InProcessBus
 from drainwatch.drill_contracts import EMITTER_INITCODE, FORWARDER_INITCODE
 from drainwatch.errors import ConfigError, RpcError
 from drainwatch.events import (
+    BalanceSeen,
     BlockConfirmed,
     BlockConnected,
     BlockDisconnected,
@@ -170,6 +171,44 @@ def test_blocks_already_deep_are_published_confirmed(evm_node: EvmNode, store: S
     assert not [e for e in events if isinstance(e, BlockConfirmed)]
     head = evm_node.head()  # the only block with fewer than two confirmations
     assert [b.height for b in store.unconfirmed_blocks("devchain", head)] == [head]
+
+
+def test_balances_after_an_outflow_come_first_and_are_the_nodes(
+    evm_node: EvmNode, store: Store
+) -> None:
+    """A block with an outflow of a watched wallet carries that wallet's balance after the
+    block and before it, read from the node, ahead of the block's transfers (a consumer of the
+    transfers has the balance already); an inflow alone reads nothing."""
+    rig = Rig(evm_node, store)
+    evm_node.send(rig.outsider, rig.hot, 3 * ETH)  # an inflow: no balance read
+    before = int(evm_node.rpc.call("eth_getBalance", [rig.hot, "latest"]), 16)
+    evm_node.send(rig.hot, rig.attacker, 2 * ETH)
+    height = evm_node.head()
+    after = int(evm_node.rpc.call("eth_getBalance", [rig.hot, hex(height)]), 16)
+    follower = EvmFollower(
+        rig.chain,
+        evm_node.rpc,
+        store,
+        rig.bus,
+        TOPIC,
+        [rig.hot, rig.cold],
+        start_height=rig.start,
+        wallets={rig.hot: "hot", rig.cold: "cold"},
+    )
+    follower.step()
+    events = rig.events()
+    balances = [e for e in events if isinstance(e, BalanceSeen)]
+    assert [(b.balance.wallet, b.balance.asset) for b in balances] == [("hot", "native")]
+    [seen] = balances
+    assert (seen.balance.before, seen.balance.amount, seen.balance.block.height) == (
+        before,
+        after,
+        height,
+    )
+    in_block = [e for e in events if getattr(e, "transfer", None) is not None]
+    drain = next(e for e in in_block if e.transfer.amount == 2 * ETH)  # type: ignore[union-attr]
+    assert events.index(seen) < events.index(drain)
+    assert store.balances("devchain", "hot", "native", seen.balance.block_time) == [seen.balance]
 
 
 def test_restart_resumes_from_the_checkpoint_without_gaps(evm_node: EvmNode, store: Store) -> None:

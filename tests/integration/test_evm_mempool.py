@@ -881,7 +881,7 @@ def test_pending_alerts_hand_over_to_the_block_and_nothing_stays_pending(
     assert f"EXECUTED in block {executed.block.height}" in en and "superseded" not in en
     assert f"ブロック {executed.block.height} で実行されました" in ja
     en, ja = texts[leaked.id]
-    assert "the block's alert follows after 1 confirmation" in en and "承認後" in ja
+    assert "the block's own alert takes over" in en and "承認後に確定" in ja
     assert all(a.state is not AlertState.PENDING for a in store.alerts())
     assert kit.slot0() == kit.rogue
     delivered.clear()

@@ -612,12 +612,12 @@ def test_a_block_disconnected_then_connected_again_in_one_batch(tmp_path: Path) 
     assert [a.state for a in store.alerts()] == [AlertState.CONFIRMED]
 
 
-# -- balances: the EVM follower publishes a block's BalanceSeen after its transfers -------------
+# -- balances: the followers publish a block's BalanceSeen before its transfers ----------------
 
 
 def _drained_block(tmp_path: Path) -> tuple[Any, Any, list[Event]]:
     """A cold wallet's 5 ETH leaves in block 7, and its balance falls from 6 ETH to 1 ETH: the
-    events in the order the EVM follower publishes them (transfers, then balances)."""
+    events in the order the followers publish them (balances, then transfers)."""
     from drainwatch.events import BalanceSeen
     from drainwatch.model import Balance
 
@@ -629,7 +629,7 @@ def _drained_block(tmp_path: Path) -> tuple[Any, Any, list[Event]]:
     assert when is not None
     store.record_block("devchain", block, "0x" + "06" * 32, when)
     balance = Balance("devchain", "eth-cold", "native", 10**18, 6 * 10**18, block, when)
-    return processor, sink, [leak, BalanceSeen(balance)]
+    return processor, sink, [BalanceSeen(balance), leak]
 
 
 def test_a_balance_fall_is_raised_when_the_block_comes_in_one_batch(tmp_path: Path) -> None:
@@ -638,19 +638,11 @@ def test_a_balance_fall_is_raised_when_the_block_comes_in_one_batch(tmp_path: Pa
     assert sorted(a.rule_id for a, _, _ in sink.seen) == ["balance-fall", "cold-outflow"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: watchers/evm/follower.py extract() publishes a block's BalanceSeen "
-    "after its transfers, and the balance-fall rule reads the stored balance only while it "
-    "evaluates the transfer (alerts/state.py _read_balances; the processor upserts balances "
-    "first only within one batch). When the block's events reach the processor in more than "
-    "one batch (one message at a time, a poll cut at max_messages, a Kafka poll racing the "
-    "follower's publish), the fall is never alerted: nothing evaluates the transfer again "
-    "(BlockConfirmed only moves states).",
-)
 def test_a_balance_fall_is_raised_when_the_block_comes_one_event_at_a_time(
     tmp_path: Path,
 ) -> None:
+    """One message at a time (a poll cut at max_messages, a Kafka poll racing the follower):
+    the balance, published first, is stored before the transfer's rules read it."""
     processor, sink, events = _drained_block(tmp_path)
     for event in events:
         processor.handle(event)

@@ -290,8 +290,9 @@ def test_pending_readings_end_superseded_when_mined_or_withdrawn_when_dropped() 
     [closed] = _alerts(TransferSeen(superseded), BOOK, RulePolicy(), NOW)
     assert (closed.id, closed.state, closed.block) == (first.id, AlertState.SUPERSEDED, mined)
     text = render(closed, CHAIN, {}, BOOK)
-    # The block's alert does not exist yet: it follows once the block has its confirmations.
-    assert "mined in block 101; the block's alert follows after 12 confirmation" in text.en
+    # The block's own alert takes over: provisional at once, confirmed at the confirmations.
+    assert "mined in block 101; the block's own alert takes over" in text.en
+    assert "confirmed after 12 confirmation(s)" in text.en
     assert "ブロック 101 に取り込まれました" in text.ja and "12 承認後" in text.ja
     assert "not executed yet" not in text.en and "EXECUTED" not in text.en
     # the block's own event of the same movement is another key, hence another alert id
