@@ -1,9 +1,9 @@
 """Alert text in English and Japanese. Pure: the same alert always renders the same text.
 
-The verdicts on a pending alert say what comes next: SUPERSEDED, "mined in block X; the block's
-alert takes over" (provisional at once, confirmed after N confirmations); EXECUTED, for a kind
-nothing in a block reports, "EXECUTED in block X", titled as such and at the alert's own severity: it is the
-news, not a hand-over.
+The verdicts on a pending alert say what comes next: SUPERSEDED, "mined in block X; the
+block's alert takes over" (provisional at once, confirmed after N confirmations); EXECUTED, for
+a kind nothing in a block reports, "EXECUTED in block X", titled as such and at the alert's own
+severity: it is the news, not a hand-over.
 """
 
 from __future__ import annotations

@@ -32,10 +32,11 @@ rules as the block's events: a pending token transfer out of a cold wallet is a 
 pending approval a control change. Their alerts are keyed apart from the block's (the keys
 differ), start PENDING and end SUPERSEDED when the transaction is mined (the block's own alerts
 take over: provisional at once, confirmed at the block's confirmations), EXECUTED when it is
-mined and nothing in the block reports its kind (DELEGATECALL, malformed call, fallback handler: delivered again, at the
-alert's full severity), or RETRACTED when it is withdrawn. A pending Safe transaction with
-operation DELEGATECALL is ``control/delegate_call``: critical, unless its target is on the
-Safe's allowlist (a vetted MultiSend, say), when it is only reported.
+mined and nothing in the block reports its kind (DELEGATECALL, malformed call, fallback
+handler: delivered again, at the alert's full severity), or RETRACTED when it is withdrawn. A
+pending Safe transaction with operation DELEGATECALL is ``control/delegate_call``: critical,
+unless its target is on the Safe's allowlist (a vetted MultiSend, say), when it is only
+reported.
 
 An approval of 0 to a non-zero spender is a revocation -- except when read from pending
 calldata of a token not known to be fungible (``RulePolicy.fungible_tokens``): ERC-721's
