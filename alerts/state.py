@@ -356,9 +356,13 @@ def _still_valid(record: ExpectationRecord, t: Transfer, when: datetime) -> Expe
 
 
 def _used_by_another(record: ExpectationRecord, t: Transfer) -> bool:
-    """Used by an outflow other than ``t`` -- a pending reading of ``t``'s own transaction
-    (``pending:N``) is ``t`` seen earlier, not another outflow."""
+    """Used by an outflow other than ``t``. A pending reading of ``t``'s own transaction
+    (``pending:N``) is ``t`` seen earlier; for a pending reading, the mined transfer of its
+    transaction is ``t`` seen later (its verdict, superseded, comes after the block's events):
+    neither is another outflow."""
     by = record.consumed_by
     if by is None or by == t.key:
         return False
-    return not (by[:2] == t.key[:2] and by[2].startswith(PENDING_INDEX))
+    if by[:2] != t.key[:2]:
+        return True
+    return not (by[2].startswith(PENDING_INDEX) or t.index.startswith(PENDING_INDEX))

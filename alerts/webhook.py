@@ -58,7 +58,7 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class WebhookSink:
-    """POSTs each outbox row to ``url``. ``name`` is its outbox name (``webhook:URL``);
+    """POSTs each outbox row to ``url``. ``name`` is its outbox name (``webhook:https://HOST/...#DIGEST``);
     ``secret`` the signing key (from the environment, never logged); ``clock`` the time in
     UTC, for the timestamp header."""
 

@@ -224,6 +224,12 @@ def _delivery(app: App, alert: Alert) -> dict[str, dict[str, Any]]:
     return out
 
 
+def ack_alert(config: Path, alert_id: str, by: str) -> int:
+    """``drainwatch alerts ack``: record who took the alert in hand, and announce it on every
+    channel through the outbox (the running watcher's notifier sends it)."""
+    return _ack(config, alert_id, by)
+
+
 def _ack(config: Path, alert_id: str, by: str) -> int:
     from drainwatch.wiring import open_app, sink_names
 

@@ -258,7 +258,17 @@ def _run(node: DevNode, btc: BcoinNode, out: Path, db_path: Path, lang: str, see
             intake = Intake(app)
             announcer = Announcer(out / "expectations", intake)
             scenes = Scenes(
-                node, rpc, dead.evm, pipeline, app.store, actors, sink, rng, say, announcer
+                node,
+                rpc,
+                dead.evm,
+                pipeline,
+                app.store,
+                actors,
+                sink,
+                rng,
+                say,
+                announcer,
+                config_path,
             )
             checks = scenes.play()
             btc_scenes = BitcoinScenes(

@@ -8,11 +8,14 @@ is what the real pipeline delivered to the console sink and kept in the store. A
 
 from __future__ import annotations
 
+import contextlib
+import io
 import random
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from alerts.console import ConsoleSink
 from alerts.rules import (
@@ -103,6 +106,7 @@ class Scenes:
     rng: random.Random
     say: Callable[[str, str], None]
     announcer: Announcer
+    config: Path
     facts: Facts = field(default_factory=Facts)
 
     def play(self) -> list[Check]:
@@ -115,6 +119,7 @@ class Scenes:
             self.hot_key_misuse(),
             self.reorg(),
             self.pending(),
+            self.acknowledge(),
         ]
 
     def settle(self) -> float:
@@ -406,6 +411,36 @@ class Scenes:
             "(e) pending outflow alerted from the mempool, then provisional, then confirmed "
             "(one alert, updated)",
             "(e) 未承認の送金をメモリプールで検知し、暫定、確定へと更新（1 件のアラート）",
+            ok,
+        )
+
+    def acknowledge(self) -> Check:
+        """The duty officer takes the cold drain's alert in hand, as with `drainwatch alerts
+        ack`: recorded in the store, and the alert's message is told so."""
+        from drainwatch.cli_alerts import ack_alert
+
+        self.say(
+            "== (i) 担当者がアラートを確認（drainwatch alerts ack） ==",
+            "== (i) The duty officer acknowledges the alert (drainwatch alerts ack) ==",
+        )
+        drain = next((x for x in self.store.alerts() if x.tx_hash == self.facts.drain_tx), None)
+        if drain is None:
+            return Check("(i) alert acknowledged", "(i) アラートの確認", False)
+        with contextlib.redirect_stdout(io.StringIO()):  # the CLI's own line: said below
+            ack_alert(self.config, drain.id, "duty-officer")
+        self.say(
+            f"`drainwatch alerts ack {self.config.name} {drain.id} --by duty-officer`: "
+            "確認を記録し、通知に反映します",
+            f"`drainwatch alerts ack {self.config.name} {drain.id} --by duty-officer`: "
+            "recorded, and announced on the alert's channel",
+        )
+        self.pipeline.deliver()  # what the running watcher's notifier does
+        stored = self.store.get_alert(drain.id)
+        told = [x for x in self.sink.of(self.facts.drain_tx) if x.acked_by == "duty-officer"]
+        ok = stored is not None and stored.acked_by == "duty-officer" and len(told) >= 1
+        return Check(
+            "(i) alert acknowledged: recorded, and its message told so",
+            "(i) アラートの確認: 記録し、通知にも反映",
             ok,
         )
 

@@ -140,6 +140,13 @@ class Pipeline:
         self.wake.set()  # so does the notifier
         for thread in threads:
             thread.join(timeout=30)
+        if self.notifier is not None:
+            # One last pass: an alert written just before the stop goes out now, not at the
+            # next start (what fails stays in the outbox for it).
+            try:
+                self.notifier.deliver_due()
+            except DrainwatchError as exc:
+                log.warning("notifier: last pass at stop failed: %s", exc)
 
     def _follow(
         self,

@@ -44,7 +44,7 @@ from drainwatch.events import (
     TransferSeen,
     UtxoSpendSeen,
 )
-from drainwatch.model import Alert, AlertState, Asset, Chain, Transfer
+from drainwatch.model import Alert, AlertState, Asset, Chain, Transfer, TransferStatus
 from drainwatch.ports import Message, Store
 from graph.labels import LabelBook
 
@@ -135,12 +135,10 @@ class Processor:
         now = self._clock()
         if isinstance(event, TransferSeen | ControlChangeSeen):
             verdict = evaluate(event, self._state.for_event(event, now), self._policy, now)
-            if verdict.consumed is not None and isinstance(event, TransferSeen):
-                self._store.consume_expectation(verdict.consumed, event.transfer.key, now)
+            if isinstance(event, TransferSeen) and verdict.plan not in (None, Plan.UNPLANNED):
+                verdict = self._planned(event.transfer, verdict, now)
             for alert in verdict.alerts:
                 self._raise(alert)
-            if isinstance(event, TransferSeen) and verdict.plan not in (None, Plan.UNPLANNED):
-                self._withdraw_earlier(event.transfer, verdict, now)
             self._state.observe(event, verdict, now)
         elif isinstance(event, BlockConfirmed):
             self._store.confirm_block(event.chain, event.block)
@@ -154,18 +152,38 @@ class Processor:
                     self._raise(replace(alert, state=AlertState.RETRACTED))
             self._state.observe(event, Verdict([]), now)
 
-    def _withdraw_earlier(self, t: Transfer, verdict: Verdict, now: datetime) -> None:
-        """An outflow alerted as unplanned at an earlier sighting (its expectation arrived after
-        the mempool showed it) that is planned now: its alerts are retracted, saying why, so
-        that none stays open in Slack for an outflow the exchange announced."""
-        raised = {a.id for a in verdict.alerts}
-        for rule in _OUTFLOW_RULES:
-            known = self._store.get_alert(alert_id(rule, t.key))
-            if known is None or known.id in raised or known.state is AlertState.RETRACTED:
-                continue
-            reason = verdict.consumed or str(verdict.plan)
-            facts = (*known.facts, ("retracted", "planned"), ("planned_by", reason))
+    def _planned(self, t: Transfer, verdict: Verdict, now: datetime) -> Verdict:
+        """An outflow the rules find planned. Alerted already at an earlier sighting, the alert
+        stands if it was about a block (an expectation that arrives after the outflow was mined
+        must not silence it, nor be used up by it); one raised while the outflow waited in the
+        mempool, before its expectation arrived, is retracted, saying why, so that none stays
+        open for an outflow the exchange announced in time."""
+        earlier = [
+            known
+            for rule in _OUTFLOW_RULES
+            if (known := self._store.get_alert(alert_id(rule, t.key))) is not None
+            and known.state is not AlertState.RETRACTED
+            and known.id not in {a.id for a in verdict.alerts}
+        ]
+        if any(known.block is not None for known in earlier):
+            return replace(verdict, consumed=None, plan=Plan.UNPLANNED)
+        # A mempool reading's verdict once mined (superseded) leaves the expectation to the
+        # block's transfer that took it over.
+        reading_closed = t.status is TransferStatus.SUPERSEDED
+        if (
+            verdict.consumed is not None
+            and not reading_closed
+            and not self._store.consume_expectation(verdict.consumed, t.key, now)
+        ):
+            return replace(verdict, consumed=None, plan=Plan.UNPLANNED)  # another outflow won it
+        for known in earlier:
+            facts = (
+                *known.facts,
+                ("retracted", "planned"),
+                ("planned_by", verdict.consumed or str(verdict.plan)),
+            )
             self._raise(replace(known, state=AlertState.RETRACTED, facts=facts), news=_PLANNED)
+        return verdict
 
     def _raise(self, alert: Alert, news: str | None = None) -> None:
         known = self._store.get_alert(alert.id)

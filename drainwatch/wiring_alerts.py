@@ -37,7 +37,7 @@ def _env(field_path: str, name: str | None) -> str:
 
 def sink_names(settings: Settings) -> list[str]:
     """The outbox's name of each configured channel: stable across restarts, since undelivered
-    rows are found by it (``console``, ``slack:#channel``, ``webhook:https://HOST/…#DIGEST``).
+    rows are found by it (``console``, ``slack:#channel``, ``webhook:https://HOST/...#DIGEST``).
     A webhook's URL may carry a token in its path or query: its name keeps only the scheme and
     host, and a digest of the whole URL that tells two webhooks on one host apart."""
     names: list[str] = []
@@ -177,4 +177,6 @@ class Intake:
 def webhook_name(url: str) -> str:
     parts = urlsplit(url)
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-    return f"webhook:{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…#{digest}"
+    # ASCII only: the name goes into the Idempotency-Key header, and headers are Latin-1.
+    host = parts.netloc.rpartition("@")[2].lower()
+    return f"webhook:{parts.scheme}://{host}/...#{digest}"

@@ -9,7 +9,6 @@ runs on the caller's connection or session: inside ``SqlStore.batch()`` it is pa
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -20,9 +19,8 @@ from drainwatch import codec
 from drainwatch.errors import CodecError
 from drainwatch.model import Alert, AlertState
 from drainwatch.ports import Delivery
-from drainwatch.store.schema import DeliveryRefRow, OutboxRow
-
-log = logging.getLogger(__name__)
+from drainwatch.store.rows import alert_from_row
+from drainwatch.store.schema import AlertRow, DeliveryRefRow, OutboxRow
 
 _TABLE: Table = OutboxRow.__table__  # type: ignore[assignment]
 #: The longest error text kept per row: enough for an HTTP status and Slack's error code.
@@ -61,8 +59,12 @@ def enqueue(
     )
 
 
-def due(session: Session, sink: str, now: datetime, limit: int) -> list[Delivery]:
-    """The oldest undelivered row of each alert of ``sink``, when it is due and not leased."""
+def due(
+    session: Session, sink: str, now: datetime, limit: int
+) -> tuple[list[Delivery], list[tuple[int, str]]]:
+    """The oldest undelivered row of each alert of ``sink``, when it is due and not leased
+    (up to ``limit`` readable ones), and the rows met on the way that cannot be read, as
+    (id, why): written by a newer drainwatch (a rolling upgrade) or damaged."""
     earlier = aliased(OutboxRow)
     older_waiting = (
         select(earlier.id)
@@ -84,24 +86,28 @@ def due(session: Session, sink: str, now: datetime, limit: int) -> list[Delivery
             ~older_waiting,
         )
         .order_by(OutboxRow.id)
-        .limit(limit)
     )
     due_rows: list[Delivery] = []
-    for row in session.scalars(query):
+    unreadable: list[tuple[int, str]] = []
+    for row in session.scalars(query.execution_options(yield_per=limit)):
         try:
             due_rows.append(_delivery(row))
-        except CodecError as exc:
-            # Written by a newer drainwatch (a rolling upgrade), or damaged: it stays in the
-            # outbox, reported, and holds up only its own alert's later rows.
-            log.error(
-                "outbox row %d (alert %s, %s) cannot be read: %s; it waits for a drainwatch "
-                "that reads it / 送信キューの行を読み取れません（新しいバージョンで処理されます）",
-                row.id,
-                row.alert_id,
-                row.sink,
-                exc,
-            )
-    return due_rows
+        except (CodecError, ValueError) as exc:
+            unreadable.append((row.id, f"unreadable: {exc}"))
+        if len(due_rows) >= limit:
+            break
+    return due_rows, unreadable
+
+
+def park(conn: Connection, rows: list[tuple[int, str]], until: datetime) -> None:
+    """Rows that cannot be read wait until ``until`` with their reason: they stay in the outbox
+    (a drainwatch that reads them delivers them), reported once a while, not at every poll."""
+    for delivery_id, why in rows:
+        conn.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == delivery_id, OutboxRow.delivered_at.is_(None))
+            .values(next_attempt_at=until, last_error=why[:_ERROR_CHARS])
+        )
 
 
 def claim(conn: Connection, delivery_id: int, now: datetime, until: datetime) -> int | None:
@@ -155,8 +161,20 @@ def backlog(session: Session) -> dict[str, int]:
 
 
 def of_alert(session: Session, alert_id: str) -> list[tuple[Delivery, datetime | None, str | None]]:
+    """Every row of one alert; a row this version cannot read shows the alert as stored now."""
     query = select(OutboxRow).where(OutboxRow.alert_id == alert_id).order_by(OutboxRow.id)
-    return [(_delivery(r), r.delivered_at, r.last_error) for r in session.scalars(query)]
+    out: list[tuple[Delivery, datetime | None, str | None]] = []
+    for r in session.scalars(query):
+        try:
+            delivery = _delivery(r)
+        except (CodecError, ValueError):
+            stored = session.get(AlertRow, alert_id)
+            if stored is None:
+                continue
+            alert = alert_from_row(stored)
+            delivery = Delivery(r.id, r.sink, alert, None, r.news, r.created_at, r.attempts)
+        out.append((delivery, r.delivered_at, r.last_error))
+    return out
 
 
 def ref(session: Session, sink: str, alert_id: str) -> str | None:

@@ -12,10 +12,11 @@ disk flush on SQLite, far more than the statements of a block's events).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, and_, case, func, or_, select, update
@@ -90,6 +91,9 @@ _ALERT_UPDATABLE = (
 )
 
 _CONFIRMED = TransferStatus.CONFIRMED.value
+log = logging.getLogger(__name__)
+#: How long an outbox row this version cannot read waits before it is looked at again.
+_UNREADABLE_WAIT = timedelta(hours=1)
 _PROVISIONAL = TransferStatus.PROVISIONAL.value
 _ORPHANED = TransferStatus.ORPHANED.value
 _MINED_STATUSES = (
@@ -536,7 +540,21 @@ class SqlStore:
 
     def due_deliveries(self, sink: str, now: datetime, limit: int = 100) -> list[Delivery]:
         with self._read("due_deliveries") as session:
-            return outbox_sql.due(session, sink, now, limit)
+            rows, unreadable = outbox_sql.due(session, sink, now, limit)
+        if unreadable:
+            # Written by a newer drainwatch (a rolling upgrade) or damaged: reported, and put
+            # aside for an hour, so that they hold up neither the sink nor the notifier's sleep.
+            for delivery_id, why in unreadable:
+                log.error(
+                    "outbox row %d for %s %s; it waits for a drainwatch that reads it / "
+                    "送信キューの行を読み取れません（読み取れるバージョンで配信されます）",
+                    delivery_id,
+                    sink.partition(":")[0],
+                    why,
+                )
+            with self._write("park_deliveries") as conn:
+                outbox_sql.park(conn, unreadable, now + _UNREADABLE_WAIT)
+        return rows
 
     def claim_delivery(self, delivery_id: int, now: datetime, until: datetime) -> int | None:
         with self._write("claim_delivery") as conn:

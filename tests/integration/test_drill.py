@@ -131,7 +131,8 @@ def test_drill_shows_every_scene_of_the_evm_and_bitcoin_watchers(
     # soon as the block exists, then confirmed; the same alert. A third of its ETH gone within
     # the hour: the balance-fall rule too.
     eth = only(blocks, "[CRITICAL] Outflow from cold wallet: eth-cold", "amount 4,800 ETH")
-    assert states(eth) == ["provisional (in a block)", "confirmed"]
+    # (the third: scene (i), its acknowledgement, shown again on its channel)
+    assert states(eth) == ["provisional (in a block)", "confirmed", "confirmed"]
     assert "【重大】コールドウォレットからの送金: eth-cold" in eth[0] and "金額 4,800 ETH" in eth[0]
     assert "no matching expectation" in eth[0] and "一致する予定送金がありません" in eth[0]
     dusd = only(blocks, "[CRITICAL] Outflow from cold wallet: eth-cold", "2,500,000 DUSD")
@@ -225,11 +226,16 @@ def test_drill_shows_every_scene_of_the_evm_and_bitcoin_watchers(
     reorg = "の残高は出金前の" if ja else "btc-hot's balance is back to"
     assert reorg in out
 
+    # (i) the duty officer acknowledges the drain's alert: said on its channel.
+    acked = "確認を記録し、通知に反映します" if ja else "recorded, and announced on the alert's"
+    assert acked in out and ">> acknowledged by duty-officer" in out
+    assert ">> duty-officer が確認しました" in out
+
     # Nothing else was raised: normal life is quiet. Every delivery of every alert, counted
-    # scene by scene: (a) 6, (b) 4, (c) 2, (h) 14, (d) 5, (e) 5, (f) 5, (g) 4.
-    assert len(blocks) == 6 + 4 + 2 + 14 + 5 + 5 + 5 + 4
+    # scene by scene: (a) 6, (b) 4, (c) 2, (h) 14, (d) 5, (e) 5, (i) 1, (f) 5, (g) 4.
+    assert len(blocks) == 6 + 4 + 2 + 14 + 5 + 5 + 1 + 5 + 4
     summary = out[out.index("== 訓練の結果 ==" if ja else "== Drill summary ==") :]
-    assert summary.count("[OK]") == 8 + 6 and "[MISSED]" not in summary and "未確認" not in summary
+    assert summary.count("[OK]") == 9 + 6 and "[MISSED]" not in summary and "未確認" not in summary
     for check in BTC_CHECKS_JA if ja else BTC_CHECKS:
         assert f"  [OK] {check}\n" in summary
     drained = (

@@ -5,6 +5,7 @@ outflows stay planned after a restart. (Found by review; each failed before its 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -170,3 +171,48 @@ def test_allowlisted_outflow_counts_in_window_after_restart(tmp_path: Path) -> N
     )
     rules = sorted(a.rule_id for a, _, _ in sink.seen)
     assert "limit/window" not in rules
+
+
+def test_a_token_withdrawal_announced_late_closes_its_mempool_alert(tmp_path: Path) -> None:
+    """An EVM token transfer read from the mempool (``pending:N``) and alerted before its
+    expectation arrived: the block's transfer (``log:N``) takes the expectation, and the
+    reading's verdict once mined retracts its alert as planned, instead of leaving an alert
+    that says the block's alert takes over when none comes."""
+    now = [T0]
+    p, store, _ = _setup(tmp_path, now)
+    pending = _t(1, 5 * ETH, TransferStatus.PENDING, index="pending:0")
+    p.handle(TransferSeen(pending))
+    [alert] = store.alerts()
+    assert alert.state is AlertState.PENDING
+    e = Expectation("W-1", "eth", "hot", AWAY, "native", 5 * ETH, T0 + timedelta(minutes=10))
+    store.add_expectations([ExpectationRecord(e, T0, "inbox")])
+    b = BlockRef(100, "0x" + "aa" * 32)
+    now[0] = T0 + timedelta(minutes=1)
+    mined = _t(1, 5 * ETH, TransferStatus.PROVISIONAL, b, now[0], index="log:3")
+    p.handle(TransferSeen(mined))
+    p.handle(TransferSeen(replace(pending, status=TransferStatus.SUPERSEDED, block=b)))
+    p.handle(BlockConfirmed("eth", b))
+    [alert] = store.alerts()
+    assert alert.state is AlertState.RETRACTED and ("retracted", "planned") in alert.facts
+    [record] = store.expectations("eth", "hot")
+    assert record.consumed_by == mined.key
+
+
+def test_an_expectation_stored_after_the_block_never_silences_its_alert(tmp_path: Path) -> None:
+    """A drain alerted from its block, then an expectation that matches it (written late, or
+    by whoever controls the withdrawal system), then the block read again (a backfill, a bus
+    replay): the alert stands, and the expectation stays open for the outflow it announced."""
+    now = [T0]
+    p, store, _ = _setup(tmp_path, now)
+    b = BlockRef(100, "0x" + "aa" * 32)
+    drain = _t(2, 7 * ETH, TransferStatus.PROVISIONAL, b, T0)
+    p.handle(TransferSeen(drain))
+    p.handle(BlockConfirmed("eth", b))
+    now[0] = T0 + timedelta(hours=2)
+    e = Expectation("W-2", "eth", "hot", AWAY, "native", 7 * ETH, T0 + timedelta(hours=3))
+    store.add_expectations([ExpectationRecord(e, now[0], "inbox")])
+    p.handle(TransferSeen(replace(drain, status=TransferStatus.CONFIRMED)))
+    [alert] = store.alerts()
+    assert alert.state is AlertState.CONFIRMED and dict(alert.facts).get("retracted") is None
+    [record] = store.expectations("eth", "hot")
+    assert record.consumed_by is None

@@ -115,6 +115,30 @@ def test_signed_request_delivered(receiver: Receiver) -> None:
     assert receiver.accepted[key]["alert"]["id"] == "alert-0001"
 
 
+def test_a_sink_built_from_the_config_delivers(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sink `watch` builds (its name, its secret from the environment) signs and sends:
+    its name goes into a header, so it must be ASCII."""
+    import copy
+
+    import yaml
+
+    from drainwatch.config import load_config_text
+    from drainwatch.wiring_alerts import build_sinks
+    from tests.unit.test_config import MINIMAL
+
+    data = copy.deepcopy(MINIMAL)
+    url = receiver.url.split("?")[0].replace("/hooks/drainwatch", "/hooks/T000/s3cret")
+    data["alerts"] = {"channels": [{"kind": "webhook", "url": url, "secret_env": "DW_T_HOOK"}]}
+    monkeypatch.setenv("DW_T_HOOK", SECRET)
+    (hook,) = build_sinks(load_config_text(yaml.safe_dump(data)))
+    assert hook.send(row(), cards()(row().alert), None) is None
+    assert receiver.bad_signatures == 0
+    (key,) = receiver.accepted
+    assert key == f"{hook.name}:1" and "s3cret" not in key
+
+
 @pytest.mark.parametrize(
     ("step", "retry_after", "refused"),
     [
