@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slack_sdk.web.base_client import BaseClient
+
 from alerts.slack import SlackSink
 from drainwatch.cli import main as cli_main
 from drainwatch.devnode import DevNode, find_anvil
@@ -116,6 +118,10 @@ class TimedStub(SlackStub):
         self.reply_calls = 0
         self._watch_lock = threading.Lock()
 
+    def __enter__(self) -> TimedStub:
+        super().__enter__()
+        return self
+
     def expect(self, needle: str) -> None:
         with self._watch_lock:
             self.seen.setdefault(needle, Seen())
@@ -158,13 +164,21 @@ class Probes:
     processed: dict[int, float] = field(default_factory=dict)
     process_started: dict[int, float] = field(default_factory=dict)
     sends: list[tuple[float, float, str]] = field(default_factory=list)  # start, end, tx hash
+    send_starts: list[tuple[float, str]] = field(default_factory=list)  # start, tx hash
+    steps: list[tuple[float, float]] = field(default_factory=list)  # follower.step start, end
+    not_ready: list[tuple[float, int]] = field(default_factory=list)  # fetch gave None
+    http: list[tuple[float, float, str]] = field(default_factory=list)  # slack-sdk HTTP calls
     _undo: list[Callable[[], None]] = field(default_factory=list)
 
     def install(self) -> None:
         for cls in (EvmFollower, BitcoinFollower):
             self._wrap(cls, "node_head", self._head)
         self._wrap(Follower, "_process", self._process)
+        self._wrap(Follower, "step", self._step)
+        self._wrap(EvmFollower, "fetch", self._fetch)
+        self._wrap(BitcoinFollower, "fetch", self._fetch)
         self._wrap(SlackSink, "send", self._send)
+        self._wrap(BaseClient, "_perform_urllib_http_request", self._http)
 
     def uninstall(self) -> None:
         while self._undo:
@@ -183,6 +197,35 @@ class Probes:
 
         return node_head
 
+    def _step(self, original: Any) -> Any:
+        def step(follower: Any, *args: Any, **kwargs: Any) -> int:
+            start = time.monotonic()
+            try:
+                return int(original(follower, *args, **kwargs))
+            finally:
+                self.steps.append((start, time.monotonic()))
+
+        return step
+
+    def _fetch(self, original: Any) -> Any:
+        def fetch(follower: Any, height: int) -> Any:
+            block = original(follower, height)
+            if block is None:
+                self.not_ready.append((time.monotonic(), height))
+            return block
+
+        return fetch
+
+    def _http(self, original: Any) -> Any:
+        def perform(client: Any, *, url: str, args: Any) -> Any:
+            start = time.monotonic()
+            try:
+                return original(client, url=url, args=args)
+            finally:
+                self.http.append((start, time.monotonic(), url.rsplit("/", 1)[-1]))
+
+        return perform
+
     def _process(self, original: Any) -> Any:
         def _process(follower: Any, block: Any) -> bool:
             height = block.ref.height
@@ -197,10 +240,11 @@ class Probes:
     def _send(self, original: Any) -> Any:
         def send(sink: Any, delivery: Any, card: Any, previous_ref: Any) -> Any:
             start = time.monotonic()
+            tx = (delivery.alert.tx_hash or "").lower()
+            self.send_starts.append((start, tx))  # now: the stub may get it before it returns
             try:
                 return original(sink, delivery, card, previous_ref)
             finally:
-                tx = (delivery.alert.tx_hash or "").lower()
                 self.sends.append((start, time.monotonic(), tx))
 
         return send
@@ -209,8 +253,12 @@ class Probes:
         """When the follower first read a head at or above ``height``."""
         return next((t for t, h in self.heads if h >= height), None)
 
-    def first_send(self, needle: str, after: float) -> float | None:
-        return next((s for s, _e, tx in self.sends if tx == needle and s >= after), None)
+    def send_before(self, needle: str, after: float, until: float) -> float | None:
+        """The start of the last send about ``needle`` between ``after`` and ``until`` (the one
+        that carried the message the stub got at ``until``; a pending message may have gone out
+        just after the mining, before the block was read)."""
+        starts = [s for s, tx in self.send_starts if tx == needle and after <= s <= until]
+        return max(starts, default=None)
 
 
 # --------------------------------------------------------------------------------- baseline

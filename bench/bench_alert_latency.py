@@ -3,7 +3,7 @@ receiving the message that shows the alert in that block, with `drainwatch watch
 service (a follower thread per chain polling the node, the processor, the notifier sending
 through slack-sdk to the local Slack stub of the tests).
 
-Per chain, and per poll interval (the default, i.e. the config says nothing: 1 s; then 0.25 s):
+Per chain, and per poll interval (the default, i.e. the config says nothing; then others):
 
 1. Block latency: cold-wallet drains sent and mined straight away (several per block), then the
    time from `evm_mine` / `generatetoaddress` returning to the stub receiving the first
@@ -30,6 +30,7 @@ No test asserts these timings.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import random
@@ -55,9 +56,11 @@ from bench.alert_latency_rig import (  # noqa: E402
     TimedStub,
     slack_stub,
 )
+from drainwatch.config_models import ChainSettings  # noqa: E402
 
 RESULTS = ROOT / "bench/RESULTS.md"
-DEFAULT_POLL = 1.0  # chains.<c>.poll_interval_seconds when the config says nothing
+#: chains.<c>.poll_interval_seconds when the config says nothing (read from the schema)
+DEFAULT_POLL = float(ChainSettings.model_fields["poll_interval_seconds"].default)
 GOAL = 1.0  # seconds after the block exists at the node (p99)
 WAIT_LIMIT = 60.0
 WARMUP_BLOCKS = 2
@@ -76,6 +79,7 @@ class BlockSample:
     method: str
     state: str
     right_block: bool
+    t_mined: float = 0.0  # monotonic, for the look at the slowest samples
 
 
 @dataclass
@@ -99,6 +103,7 @@ class Case:
     reply_calls: int = 0
     seconds: float = 0.0
     head_gaps: list[float] = field(default_factory=list)  # between the follower's head reads
+    probes: Probes | None = None
     load: tuple[float, float] = (0.0, 0.0)
 
     @property
@@ -138,6 +143,18 @@ def wait_for(what: str, check: Callable[[], bool], limit: float = WAIT_LIMIT) ->
         if time.monotonic() > deadline:
             raise RuntimeError(f"never happened within {limit:.0f} s: {what}")
         time.sleep(0.005)
+
+
+def in_block(
+    stub: TimedStub, needles: list[str], poller: HeadPoller | None = None, height: int = 0
+) -> Callable[[], bool]:
+    """Whether every drain's alert reached the stub in a block (and the poller saw it)."""
+
+    def check() -> bool:
+        shown = all(stub.seen[n].in_block is not None for n in needles)
+        return shown and (poller is None or height in poller.heights)
+
+    return check
 
 
 # ------------------------------------------------------------------------------------ a case
@@ -185,7 +202,7 @@ def run_case(
         try:
             for _ in range(WARMUP_BLOCKS):  # the service's first steps, the channel looked up
                 needles, _t, height = mined_block(1)
-                wait_for("warm-up alert", lambda n=needles[0]: stub.seen[n].in_block is not None)
+                wait_for("warm-up alert", in_block(stub, needles))
             blocks = -(-alerts // per_block)
             for b in range(blocks):
                 time.sleep(rng.uniform(0.0, poll))  # a random point of the poll cycle
@@ -193,16 +210,14 @@ def run_case(
                 needles, t_mined, height = mined_block(count)
                 wait_for(
                     f"block {height}'s alerts",
-                    lambda ns=needles, h=height: (
-                        all(stub.seen[n].in_block for n in ns) and h in poller.heights
-                    ),
+                    in_block(stub, needles, poller, height),
                 )
                 for position, needle in enumerate(needles):
                     seen = stub.seen[needle]
                     assert seen.in_block is not None
                     saw = probes.head_seen(height)
                     done = probes.processed.get(height)
-                    send = probes.first_send(needle, t_mined)
+                    send = probes.send_before(needle, t_mined, seen.in_block)
                     case.blocks.append(
                         BlockSample(
                             height,
@@ -216,6 +231,7 @@ def run_case(
                             seen.in_block_method,
                             seen.in_block_state,
                             f"block {height} (" in seen.in_block_text,
+                            t_mined,
                         )
                     )
                 if (b + 1) % 10 == 0:
@@ -232,7 +248,7 @@ def run_case(
                 height = chain.height()
                 wait_for(
                     f"pending drain's block {height}",
-                    lambda n=needle: stub.seen[n].in_block is not None,
+                    in_block(stub, [needle]),
                 )
                 seen = stub.seen[needle]
                 assert seen.in_block is not None
@@ -250,8 +266,9 @@ def run_case(
             poller.stop()
             service.close()
             probes.uninstall()
+        case.probes = probes
         times = [t for t, _h in probes.heads]
-        case.head_gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        case.head_gaps = [b - a for a, b in itertools.pairwise(times)]
     case.top_level_calls, case.reply_calls = stub.top_level_calls, stub.reply_calls
     case.seconds = time.monotonic() - started
     case.load = (load0, os.getloadavg()[0])
@@ -325,9 +342,50 @@ def detail_lines(c: Case) -> list[str]:
         f"pending seen first (mempool caught it between send and mine): {early}",
         f"  pending: held {pair(held)} ms before mining; bare poller send → seen in mempool "
         f"{pair(pend_base)} ms; block mined → message updated {pair(updates)} ms (p50/p99)",
-        f"  Slack calls: {c.top_level_calls} post/update of messages, {c.reply_calls} thread replies",
+        f"  Slack calls: {c.top_level_calls} post/update of messages, "
+        f"{c.reply_calls} thread replies",
     ]
+    p = c.probes
+    if p is not None:
+        steps = [e - s for s, e in p.steps]
+        http = [e - s for s, e, _m in p.http]
+        lines += [
+            f"  follower steps {len(steps)}: p50/p99/max {triple(steps)} ms; blocks not ready "
+            f"at the node when fetched: {len(p.not_ready)}",
+            f"  slack-sdk HTTP calls {len(http)}: p50/p99/max {triple(http)} ms; "
+            f"over 0.5 s: {sum(h > 0.5 for h in http)}",
+        ]
     return lines
+
+
+def worst_lines(c: Case, n: int) -> list[str]:
+    """Where the time of the slowest blocks went (absolute times relative to the mining)."""
+    p = c.probes
+    if p is None or n <= 0:
+        return []
+    slowest: dict[int, BlockSample] = {}
+    for s in sorted(c.blocks, key=lambda s: -s.latency):
+        slowest.setdefault(s.height, s)
+        if len(slowest) == n:
+            break
+    out = [f"{c.node}, poll {c.poll_label}: the {len(slowest)} slowest blocks"]
+    for s in slowest.values():
+        t0, t1 = s.t_mined, s.t_mined + s.latency
+
+        def rel(t: float, t0: float = t0) -> str:
+            return f"{(t - t0) * 1000:+.0f}"
+
+        steps = [f"{rel(a)}..{rel(b)}" for a, b in p.steps if b >= t0 - 1.5 and a <= t1]
+        waits = [rel(t) for t, h in p.not_ready if h == s.height]
+        slow_http = [f"{m} {rel(a)}..{rel(b)}" for a, b, m in p.http
+                     if b - a > 0.2 and b >= t0 and a <= t1]  # fmt: skip
+        out.append(
+            f"  block {s.height}: {ms(s.latency)} ms; head read "
+            f"{s.follower_saw and ms(s.follower_saw)}, processed {s.processed and ms(s.processed)}"
+            f", send {s.send_start and ms(s.send_start)}"
+            f"; steps (ms) {', '.join(steps)}; not ready at {waits}; slow HTTP {slow_http}"
+        )
+    return out
 
 
 def verdict(cases: Sequence[Case]) -> list[str]:
@@ -383,11 +441,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--per-block", type=int, default=4, help="drains per block")
     ap.add_argument("--pending", type=int, default=24, help="drains held in the mempool")
     ap.add_argument("--chain", choices=("evm", "btc", "both"), default="both")
-    ap.add_argument("--intervals", default="default,0.25",
-                    help="poll intervals, comma-separated; 'default' leaves the config silent")  # fmt: skip
-    ap.add_argument("--hold", type=float, default=None,
-                    help="seconds a pending drain waits before mining (default 1.5 intervals)")  # fmt: skip
+    ap.add_argument(
+        "--intervals",
+        default="default,0.25",
+        help="poll intervals, comma-separated; 'default' leaves the config silent",
+    )
+    ap.add_argument(
+        "--hold",
+        type=float,
+        default=None,
+        help="seconds a pending drain waits before mining (default 1.5 intervals)",
+    )
     ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument(
+        "--worst", type=int, default=3, help="show where the N slowest blocks' time went"
+    )
     ap.add_argument("--record", action="store_true", help="append the summary to RESULTS.md")
     args = ap.parse_args(argv)
     kinds = ["evm", "btc"] if args.chain == "both" else [args.chain]
@@ -412,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 chain.close()
             cases.append(case)
-            for line in detail_lines(case):
+            for line in detail_lines(case) + worst_lines(case, args.worst):
                 say(line)
             say()
     say("\n".join(summary_rows(cases)))

@@ -161,6 +161,7 @@ class Pipeline:
         while not stop.is_set():
             if head is not None:
                 head.clear()  # a head announced from now on is looked for by the next step
+            started = time.monotonic()
             try:
                 follower.step()
                 self._failures.pop(name, None)
@@ -171,7 +172,9 @@ class Pipeline:
                 on_error(name, exc, pause)
                 stop.wait(pause)
                 continue
-            (head or stop).wait(interval)
+            # The node is asked once an interval, whatever the step took: a step's own time does
+            # not push the next look at the head further out (it bounds the alert latency).
+            (head or stop).wait(max(0.0, interval - (time.monotonic() - started)))
 
     def _consume(self, stop: threading.Event, on_error: ErrorReport) -> None:
         while not stop.is_set():

@@ -710,7 +710,7 @@ def test_defaults() -> None:
     assert (settings.bus.kind, settings.bus.topic_prefix) == ("inprocess", "drainwatch")
     assert (settings.reports.lang, settings.reports.tlp) == ("ja", "amber")
     assert settings.alerts.rules.cold_outflow.enabled
-    assert settings.chains["ethereum"].poll_interval_seconds == 1.0
+    assert settings.chains["ethereum"].poll_interval_seconds == 0.5
 
 
 def test_settings_are_frozen() -> None:
