@@ -23,6 +23,7 @@ from drainwatch.cli import main as cli_main
 from drainwatch.devnode import DevNode, find_anvil
 from drainwatch.devnode_bitcoin import SINK_ADDRESS, BcoinNode
 from drainwatch.regtest_wallet import RegtestWallet, Utxo
+from tests.fixtures.alert_configs import btc_config, chain_lines, evm_config
 from tests.fixtures.slack_stub import TOKEN, SlackStub
 from watchers.bitcoin.follower import BitcoinFollower
 from watchers.evm.follower import EvmFollower
@@ -41,57 +42,6 @@ RULE = "rule cold-outflow"
 #: mined is either updated to provisional or said to be superseded by the block's alert).
 IN_BLOCK = ("state provisional", "state superseded", "state confirmed")
 PENDING = "state pending"
-
-SLACK = """\
-alerts:
-  channels:
-    - kind: slack
-      channel: "#security-alerts"
-      token_env: {token_env}
-      base_url: "{base_url}"
-"""
-
-EVM_CONFIG = """\
-exchange: {{name: Bench Exchange}}
-store: {{url: "sqlite:///{db}"}}
-chains:
-  dev:
-    kind: evm
-    network: devnet
-    chain_id: 31337
-    rpc: [{{url: "{rpc}"}}]
-{interval}wallets:
-  hot: {{chain: dev, role: hot, custody: {{kind: single_key}}, addresses: ["{hot}"]}}
-  cold:
-    chain: dev
-    role: cold
-    custody: {{kind: multisig, threshold: 2, signers: [a, b, c]}}
-    addresses: ["{cold}"]
-"""
-
-BTC_CONFIG = """\
-exchange: {{name: Bench Exchange}}
-store: {{url: "sqlite:///{db}"}}
-chains:
-  btc:
-    kind: bitcoin
-    network: regtest
-    rpc: [{{url: "{url}", auth_env: {auth_env}}}]
-    address_prefixes: {{p2pkh: 60, p2sh: 38, bech32_hrp: rb}}
-{interval}wallets:
-  btc-hot: {{chain: btc, role: hot, custody: {{kind: single_key}}, xpubs: ["{vpub}"]}}
-  btc-cold:
-    chain: btc
-    role: cold
-    custody: {{kind: multisig, threshold: 2, signers: [cfo, cto, ciso]}}
-    descriptors: ["{descriptor}"]
-"""
-
-
-def interval_line(interval: float | None) -> str:
-    """Nothing for the default polling (the config says nothing: what a user gets)."""
-    return "" if interval is None else f"    poll_interval_seconds: {interval}\n"
-
 
 # ------------------------------------------------------------------------------------ Slack
 
@@ -378,10 +328,11 @@ class AnvilChain(Chain):
         self.hot, self.cold, self.attacker = accounts[1], accounts[2], accounts[8]
 
     def config(self, db: Path, base_url: str, interval: float | None) -> str:
-        return EVM_CONFIG.format(
-            db=db, rpc=self.node.url, interval=interval_line(interval), hot=self.hot,
-            cold=self.cold,
-        ) + SLACK.format(token_env=TOKEN_ENV, base_url=base_url)  # fmt: skip
+        return evm_config(
+            db=db, rpc=self.node.url, hot=self.hot, cold=self.cold, slack_url=base_url,
+            token_env=TOKEN_ENV, chain_extra=chain_lines(poll_interval_seconds=interval),
+            exchange="Bench Exchange",
+        )  # fmt: skip
 
     def drain(self, i: int) -> str:
         return self.node.send(self.cold, self.attacker, 10**18 + i).lower()
@@ -450,10 +401,11 @@ class BcoinChain(Chain):
         os.environ[BCOIN_AUTH_ENV] = f"{user}:{password}"
 
     def config(self, db: Path, base_url: str, interval: float | None) -> str:
-        return BTC_CONFIG.format(
-            db=db, url=self.node.url, auth_env=BCOIN_AUTH_ENV, interval=interval_line(interval),
-            vpub=self.hot.xpub_slip132(), descriptor=self.cold.descriptor(),
-        ) + SLACK.format(token_env=TOKEN_ENV, base_url=base_url)  # fmt: skip
+        return btc_config(
+            db=db, url=self.node.url, auth_env=BCOIN_AUTH_ENV, vpub=self.hot.xpub_slip132(),
+            descriptor=self.cold.descriptor(), slack_url=base_url, token_env=TOKEN_ENV,
+            chain_extra=chain_lines(poll_interval_seconds=interval), exchange="Bench Exchange",
+        )  # fmt: skip
 
     def prepare(self, config: Path) -> None:
         # The watcher starts at the head and knows no older coin: a backfill gives it them.

@@ -7,6 +7,7 @@ same message to retracted and says so in its thread."""
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 import time
@@ -20,6 +21,7 @@ from drainwatch.cli import main
 from drainwatch.devnode_bitcoin import SINK_ADDRESS, BcoinNode
 from drainwatch.regtest_wallet import RegtestWallet
 from drainwatch.watch import run_watch
+from tests.fixtures.alert_configs import btc_config, chain_lines, evm_config
 from tests.fixtures.evm_nodes import AnvilNode
 from tests.fixtures.slack_stub import TOKEN, SlackStub
 from watchers.jsonrpc import HttpJsonRpc
@@ -27,60 +29,12 @@ from watchers.jsonrpc import HttpJsonRpc
 ETH = 10**18
 SAT = 10**8
 CHANNEL = "C0ALERTS01"  # "#security-alerts" in the stub
-
-SLACK = """\
-alerts:
-  channels:
-    - kind: slack
-      channel: "#security-alerts"
-      token_env: DW_E2E_SLACK_TOKEN
-      base_url: "{base_url}"
-"""
-
-EVM_CONFIG = """\
-exchange: {{name: Test Exchange}}
-store: {{url: "sqlite:///{db}"}}
-chains:
-  dev:
-    kind: evm
-    network: devnet
-    chain_id: 31337
-    rpc: [{{url: "{rpc}"}}]
-    confirmations: 2
-    poll_interval_seconds: 0.05
-wallets:
-  hot: {{chain: dev, role: hot, custody: {{kind: single_key}}, addresses: ["{hot}"]}}
-  cold:
-    chain: dev
-    role: cold
-    custody: {{kind: multisig, threshold: 2, signers: [a, b, c]}}
-    addresses: ["{cold}"]
-"""
-
-BTC_CONFIG = """\
-exchange: {{name: Test Exchange}}
-store: {{url: "sqlite:///{db}"}}
-chains:
-  btc:
-    kind: bitcoin
-    network: regtest
-    rpc: [{{url: "{url}", auth_env: DW_E2E_BCOIN_AUTH}}]
-    confirmations: 2
-    poll_interval_seconds: 0.05
-    address_prefixes: {{p2pkh: 60, p2sh: 38, bech32_hrp: rb}}
-wallets:
-  btc-hot: {{chain: btc, role: hot, custody: {{kind: single_key}}, xpubs: ["{vpub}"]}}
-  btc-cold:
-    chain: btc
-    role: cold
-    custody: {{kind: multisig, threshold: 2, signers: [cfo, cto, ciso]}}
-    descriptors: ["{descriptor}"]
-"""
+TOKEN_ENV = "DW_E2E_SLACK_TOKEN"
 
 
 @pytest.fixture
 def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackStub]:
-    monkeypatch.setenv("DW_E2E_SLACK_TOKEN", TOKEN)
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
     with SlackStub() as stub:
         yield stub
 
@@ -106,15 +60,19 @@ class Service:
         assert not self.thread.is_alive() and not self.failed, self.failed
 
 
-def wait_for(what: str, check: Callable[[], Any], limit: float = 60.0) -> Any:
-    """Poll until ``check`` gives something true (a bound, not a timing assertion)."""
+def wait_for(
+    what: str, check: Callable[[], Any], limit: float = 60.0, slack: SlackStub | None = None
+) -> Any:
+    """Poll until ``check`` gives something true (a bound, not a timing assertion); when it
+    never does, say what Slack had, for the log."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         found = check()
         if found:
             return found
         time.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
+    seen = "" if slack is None else "\n".join(m.get("text", "")[-200:] for m in messages(slack))
+    raise AssertionError(f"never happened: {what}; Slack had:\n{seen}")
 
 
 def messages(slack: SlackStub) -> list[dict[str, Any]]:
@@ -148,9 +106,17 @@ def test_evm_planned_withdrawal_quiet_cold_drain_alerted_once_and_retracted_by_r
     hot, cold, customer, attacker = (node.accounts[i] for i in (1, 2, 5, 8))
     config = tmp_path / "dw.yaml"
     config.write_text(
-        EVM_CONFIG.format(db=tmp_path / "dw.db", rpc=anvil_url, hot=hot, cold=cold)
-        + SLACK.format(base_url=slack.base_url)
+        evm_config(
+            db=tmp_path / "dw.db",
+            rpc=anvil_url,
+            hot=hot,
+            cold=cold,
+            slack_url=slack.base_url,
+            token_env=TOKEN_ENV,
+            chain_extra=chain_lines(confirmations=2, poll_interval_seconds=0.05),
+        )
     )
+    until = functools.partial(wait_for)
     service = Service(config)
     try:
         # A withdrawal the exchange announced: no message, ever.
@@ -162,21 +128,24 @@ def test_evm_planned_withdrawal_quiet_cold_drain_alerted_once_and_retracted_by_r
         # The cold wallet drained: one critical message as soon as the block exists.
         snapshot = node.snapshot()
         drain = node.send(cold, attacker, 7 * ETH).lower()
-        first = wait_for("provisional message", lambda: with_state(slack, drain, "provisional"))
+        first = until("provisional message", lambda: with_state(slack, drain, "provisional"))
         assert "[CRITICAL] Outflow from cold wallet: cold" in first["text"]
         assert "【重大】コールドウォレットからの送金" in first["text"]
         assert first["metadata"]["event_type"] == "drainwatch_alert"
         node.mine(1)  # its second confirmation
-        confirmed = wait_for("confirmed", lambda: with_state(slack, drain, "confirmed"))
+        confirmed = until("confirmed", lambda: with_state(slack, drain, "confirmed"))
         assert confirmed["ts"] == first["ts"]  # updated in place
-        wait_for("thread news", lambda: thread_says(slack, confirmed, "provisional → confirmed"))
+        until(
+            "thread news",
+            lambda: thread_says(slack, confirmed, "provisional → confirmed"),
+        )
 
         # A reorg: a longer branch without the drain's block.
         node.revert(snapshot)
         node.mine(4)
-        retracted = wait_for("retracted", lambda: with_state(slack, drain, "RETRACTED"))
+        retracted = until("retracted", lambda: with_state(slack, drain, "RETRACTED"))
         assert retracted["ts"] == first["ts"]
-        wait_for("thread says so", lambda: thread_says(slack, retracted, "RETRACTED"))
+        until("thread says so", lambda: thread_says(slack, retracted, "RETRACTED"))
     finally:
         service.close()
     assert len(messages(slack)) == 1  # the planned withdrawal raised nothing
@@ -199,16 +168,20 @@ def test_bitcoin_cold_drain_pending_then_confirmed_then_retracted_by_reorg(
     cold.fund(bcoin_node, blocks=2)
     config = tmp_path / "dw.yaml"
     config.write_text(
-        BTC_CONFIG.format(
+        btc_config(
             db=tmp_path / "dw.db",
             url=bcoin_node.url,
+            auth_env="DW_E2E_BCOIN_AUTH",
             vpub=hot.xpub_slip132(),
             descriptor=cold.descriptor(),
+            slack_url=slack.base_url,
+            token_env=TOKEN_ENV,
+            chain_extra=chain_lines(confirmations=2, poll_interval_seconds=0.05),
         )
-        + SLACK.format(base_url=slack.base_url)
     )
     # The watcher starts at the head: its coins come from a backfill first.
     assert main(["backfill", str(config), "--chain", "btc", "--from", "0"]) == 0
+    until = functools.partial(wait_for)
     service = Service(config)
     try:
         payee = customer.address()
@@ -218,20 +191,20 @@ def test_bitcoin_cold_drain_pending_then_confirmed_then_retracted_by_reorg(
         bcoin_node.mine(2, SINK_ADDRESS)
 
         drain = cold.send(bcoin_node, [(attacker.address(), 7 * SAT)])
-        pending = wait_for("pending", lambda: with_state(slack, drain.txid, "pending"))
+        pending = until("pending", lambda: with_state(slack, drain.txid, "pending"))
         assert "[CRITICAL] Outflow from cold wallet: btc-cold" in pending["text"]
         [block] = bcoin_node.mine(1, SINK_ADDRESS)
-        wait_for("provisional", lambda: with_state(slack, drain.txid, "provisional"))
+        until("provisional", lambda: with_state(slack, drain.txid, "provisional"))
         bcoin_node.mine(1, SINK_ADDRESS)
-        confirmed = wait_for("confirmed", lambda: with_state(slack, drain.txid, "confirmed"))
+        confirmed = until("confirmed", lambda: with_state(slack, drain.txid, "confirmed"))
         assert confirmed["ts"] == pending["ts"]
 
         bcoin_node.invalidate(block)  # the drain's block, and the one after it, are replaced
         for _ in range(3):
             bcoin_node.mine_block([], SINK_ADDRESS)
-        retracted = wait_for("retracted", lambda: with_state(slack, drain.txid, "RETRACTED"))
+        retracted = until("retracted", lambda: with_state(slack, drain.txid, "RETRACTED"))
         assert retracted["ts"] == pending["ts"]
-        wait_for("thread says so", lambda: thread_says(slack, retracted, "RETRACTED"))
+        until("thread says so", lambda: thread_says(slack, retracted, "RETRACTED"))
     finally:
         service.close()
     drains = [m for m in messages(slack) if drain.txid in m.get("text", "")]
