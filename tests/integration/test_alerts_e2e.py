@@ -116,7 +116,7 @@ def test_evm_planned_withdrawal_quiet_cold_drain_alerted_once_and_retracted_by_r
             chain_extra=chain_lines(confirmations=2, poll_interval_seconds=0.05),
         )
     )
-    until = functools.partial(wait_for)
+    until = functools.partial(wait_for, slack=slack)
     service = Service(config)
     try:
         # A withdrawal the exchange announced: no message, ever.
@@ -181,7 +181,7 @@ def test_bitcoin_cold_drain_pending_then_confirmed_then_retracted_by_reorg(
     )
     # The watcher starts at the head: its coins come from a backfill first.
     assert main(["backfill", str(config), "--chain", "btc", "--from", "0"]) == 0
-    until = functools.partial(wait_for)
+    until = functools.partial(wait_for, slack=slack)
     service = Service(config)
     try:
         payee = customer.address()
