@@ -154,22 +154,18 @@ class Notifier:
         if attempts is None:
             return 0  # another notifier has it, or it is delivered already
         row = replace(row, attempts=attempts)
-        own = previous = self._store.delivery_ref(sink.name, row.alert.id)
-        continued = dict(row.alert.facts).get("continues")
-        if previous is None and continued is not None:
-            # A block alert that took over a mempool reading's alert: it moves that message on.
-            previous = self._store.delivery_ref(sink.name, continued)
+        previous = self._store.delivery_ref(sink.name, row.alert.id)
         try:
             ref = sink.send(row, self._describe(row.alert), previous)
         except DeliveryError as exc:
-            self._failed(sink, row, own, exc)
+            self._failed(sink, row, previous, exc)
             return 0
         except Exception as exc:  # a sink's bug is a retry too: the row must not be lost
             log.exception("alert %s to %s: unexpected error", row.alert.id, shown(sink.name))
-            self._failed(sink, row, own, DeliveryError(f"{type(exc).__name__}: {exc}"))
+            self._failed(sink, row, previous, DeliveryError(f"{type(exc).__name__}: {exc}"))
             return 0
         with self._store.batch():
-            if ref is not None and ref != own:
+            if ref is not None and ref != previous:
                 self._store.set_delivery_ref(sink.name, row.alert.id, ref, self._clock())
             self._store.finish_delivery(row.id, self._clock())
         return 1

@@ -198,9 +198,6 @@ class Store(Protocol):
     def alerts_in_block(self, chain: str, block: BlockRef) -> list[Alert]:
         """The alerts whose block is ``block`` (height and hash) on ``chain``, oldest first."""
 
-    def alerts_of_tx(self, chain: str, tx_hash: str) -> list[Alert]:
-        """The alerts about one transaction (by ``tx_hash``), oldest first."""
-
     def ack_alert(self, alert_id: str, by: str, at: datetime) -> Alert | None:
         """Record that ``by`` acknowledged the alert at ``at`` and return it so; None when no
         alert has that id. Acknowledging again keeps the first acknowledgement."""

@@ -44,15 +44,7 @@ from drainwatch.events import (
     TransferSeen,
     UtxoSpendSeen,
 )
-from drainwatch.model import (
-    PENDING_INDEX,
-    Alert,
-    AlertState,
-    Asset,
-    Chain,
-    Transfer,
-    TransferStatus,
-)
+from drainwatch.model import Alert, AlertState, Asset, Chain, Transfer, TransferStatus
 from drainwatch.ports import Message, Store
 from graph.labels import LabelBook
 
@@ -206,54 +198,17 @@ class Processor:
             and known.block == alert.block
         ):
             return  # a replayed sighting of a block that has its confirmations since
-        previous = None if known is None else known.state
         if known is not None:  # the same alert, moved on: keep its identity and first time
-            kept = tuple(f for f in known.facts if f[0] == CONTINUES and f not in alert.facts)
-            alert = replace(
-                known, state=alert.state, block=alert.block, facts=(*alert.facts, *kept)
-            )
-            self._store.update_alert(alert)
-            if self._continued_by_another(alert):
-                return  # its message shows the block's alert now, which tells what happened
-        else:
-            reading = self._reading_it_continues(alert)
-            if reading is not None:
-                alert = replace(alert, facts=(*alert.facts, (CONTINUES, reading.id)))
-                previous = reading.state  # its message moves on: "pending → provisional"
+            alert = replace(known, state=alert.state, block=alert.block, facts=alert.facts)
+        if known is None:
             self._store.save_alert(alert)
+        else:
+            self._store.update_alert(alert)
+        previous = None if known is None else known.state
         self._store.enqueue_delivery(alert, self._sinks, previous, news, self._clock())
         self._announced = True
 
-    def _reading_it_continues(self, alert: Alert) -> Alert | None:
-        """The alert raised from the mempool reading (``pending:N``) of the same transaction,
-        same rule, wallet, destination and amount, that this block alert takes over (an EVM
-        token transfer or approval: the reading and the block's log have different keys).
-        Its channel message becomes this alert's: one message from mempool to confirmation."""
-        if alert.tx_hash is None or alert.subject[2].startswith(PENDING_INDEX):
-            return None
-        same_tx = self._store.alerts_of_tx(alert.chain, alert.tx_hash)
-        taken = {v for a in same_tx for k, v in a.facts if k == CONTINUES}
-        for reading in same_tx:
-            if (
-                reading.subject[2].startswith(PENDING_INDEX)
-                and reading.id not in taken
-                and reading.state in (AlertState.PENDING, AlertState.SUPERSEDED)
-                and (reading.rule_id, reading.wallet, reading.amount)
-                == (alert.rule_id, alert.wallet, alert.amount)
-                and (reading.counterparty or "").lower() == (alert.counterparty or "").lower()
-            ):
-                return reading
-        return None
 
-    def _continued_by_another(self, alert: Alert) -> bool:
-        if alert.tx_hash is None or not alert.subject[2].startswith(PENDING_INDEX):
-            return False
-        same_tx = self._store.alerts_of_tx(alert.chain, alert.tx_hash)
-        return any((CONTINUES, alert.id) in a.facts for a in same_tx)
-
-
-#: The fact naming the mempool reading's alert a block alert took over (its message included).
-CONTINUES = "continues"
 _MINED = (AlertState.PROVISIONAL, AlertState.CONFIRMED, AlertState.SUPERSEDED, AlertState.EXECUTED)
 #: The rules about one outflow whose alert an outflow found planned later withdraws.
 _OUTFLOW_RULES = (UNPLANNED_OUTFLOW, COLD_OUTFLOW, LIMIT_SINGLE, LIMIT_WINDOW)

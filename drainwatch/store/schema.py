@@ -188,7 +188,6 @@ class AlertRow(Base):
     __table_args__ = (
         Index("ix_alerts_raised_at", "raised_at"),
         Index("ix_alerts_block", "chain", "block_hash"),
-        Index("ix_alerts_tx", "chain", "tx_hash"),
     )
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)

@@ -515,15 +515,6 @@ class SqlStore:
         with self._read("alerts_in_block") as session:
             return [alert_from_row(r) for r in session.scalars(query)]
 
-    def alerts_of_tx(self, chain: str, tx_hash: str) -> list[Alert]:
-        query = (
-            select(AlertRow)
-            .where(AlertRow.chain == chain, AlertRow.tx_hash == tx_hash)
-            .order_by(AlertRow.raised_at, AlertRow.id)
-        )
-        with self._read("alerts_of_tx") as session:
-            return [alert_from_row(r) for r in session.scalars(query)]
-
     def ack_alert(self, alert_id: str, by: str, at: datetime) -> Alert | None:
         stmt = (
             update(AlertRow)

@@ -94,7 +94,6 @@ def test_alerts_are_indexed_by_block(empty_database: str) -> None:
     indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("alerts")}
     engine.dispose()
     assert indexes["ix_alerts_block"] == ["chain", "block_hash"]
-    assert indexes["ix_alerts_tx"] == ["chain", "tx_hash"]
 
 
 def test_control_changes_are_keyed_and_indexed(empty_database: str) -> None:

@@ -37,7 +37,6 @@ def upgrade() -> None:
         batch.add_column(sa.Column("facts", TEXT, nullable=False, server_default="[]"))
         batch.add_column(sa.Column("acked_by", TEXT, nullable=True))
         batch.add_column(sa.Column("acked_at", TIME, nullable=True))
-    op.create_index("ix_alerts_tx", "alerts", ["chain", "tx_hash"])
     op.create_table(
         "outbox",
         sa.Column("id", ROW_ID, autoincrement=True, nullable=False),
@@ -103,7 +102,6 @@ def downgrade() -> None:
     op.drop_table("expectations")
     op.drop_table("delivery_refs")
     op.drop_table("outbox")
-    op.drop_index("ix_alerts_tx", "alerts")
     with op.batch_alter_table("alerts") as batch:
         batch.drop_column("acked_at")
         batch.drop_column("acked_by")
