@@ -11,6 +11,7 @@ import io
 import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +30,6 @@ from watchers.bitcoin.follower import BitcoinFollower
 from watchers.evm.follower import EvmFollower
 from watchers.follow import Follower
 from watchers.jsonrpc import HttpJsonRpc
-
-try:  # `drainwatch watch`'s entry point (moved out of drainwatch.wiring)
-    from drainwatch.watch import run_watch
-except ImportError:  # pragma: no cover - the layout before the move
-    from drainwatch.wiring import run_watch  # type: ignore[attr-defined,no-redef]
 
 TOKEN_ENV = "DW_BENCH_SLACK_TOKEN"
 BCOIN_AUTH_ENV = "DW_BENCH_BCOIN_AUTH"
@@ -259,61 +255,38 @@ class HeadPoller:
 # ----------------------------------------------------------------------------------- service
 
 
-class Service:
-    """`drainwatch watch CONFIG` as a service in a thread (what the CLI runs), stopped at the
-    end as by a signal."""
-
-    def __init__(self, config: Path) -> None:
-        self.stop = threading.Event()
-        self.failed: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, args=(config,), daemon=True)
-        self.thread.start()
-
-    def _run(self, config: Path) -> None:
-        try:
-            run_watch(config, {}, stop=self.stop, stream=io.StringIO())
-        except BaseException as exc:  # reported by the bench
-            self.failed.append(exc)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=60)
-        if self.thread.is_alive() or self.failed:
-            raise RuntimeError(f"drainwatch watch did not stop cleanly: {self.failed}")
-
-
 # ------------------------------------------------------------------------------------ chains
 
 
-class Chain:
+class Chain(ABC):
     """What the bench needs of a chain: a config, cold-wallet drains, mining, and the calls of
     the bare poller (on a connection of its own)."""
 
     name: str
     node_name: str
 
-    def config(self, db: Path, base_url: str, interval: float | None) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def config(self, db: Path, base_url: str, interval: float | None) -> str: ...
 
-    def prepare(self, config: Path) -> None:
+    def prepare(self, config: Path) -> None:  # noqa: B027 (a hook: nothing by default)
         """What must happen before the service starts."""
 
+    @abstractmethod
     def drain(self, i: int) -> str:
         """Send one cold-wallet outflow (into the node's mempool); its tx hash (lower case)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def mine(self) -> int:
         """Mine one block holding what the mempool holds; returns once the node has it."""
-        raise NotImplementedError
 
-    def height(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def height(self) -> int: ...
 
-    def poller_calls(self) -> tuple[Callable[[], int], Callable[[], set[str]]]:
-        raise NotImplementedError
+    @abstractmethod
+    def poller_calls(self) -> tuple[Callable[[], int], Callable[[], set[str]]]: ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def close(self) -> None: ...
 
 
 class AnvilChain(Chain):

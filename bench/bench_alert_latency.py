@@ -52,11 +52,11 @@ from bench.alert_latency_rig import (  # noqa: E402
     Chain,
     HeadPoller,
     Probes,
-    Service,
     TimedStub,
     slack_stub,
 )
 from drainwatch.config_models import ChainSettings  # noqa: E402
+from tests.fixtures.watch_service import WatchService  # noqa: E402
 
 RESULTS = ROOT / "bench/RESULTS.md"
 #: chains.<c>.poll_interval_seconds when the config says nothing (read from the schema)
@@ -182,7 +182,7 @@ def run_case(
         chain.prepare(config)
         probes = Probes()
         probes.install()
-        service = Service(config)
+        service = WatchService(config)
         poller = HeadPoller(poll, *chain.poller_calls())
         poller.start()
         drains = 0

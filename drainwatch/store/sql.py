@@ -236,19 +236,7 @@ class SqlStore:
 
     @staticmethod
     def _orphan_events(conn: Connection, chain: str, block: BlockRef) -> int:
-        changed = 0
-        for entity in (TransferRow, ControlChangeRow):
-            result = conn.execute(
-                update(entity)
-                .where(
-                    entity.chain == chain,
-                    entity.block_hash == block.hash,
-                    entity.status != _ORPHANED,
-                )
-                .values(status=_ORPHANED)
-            )
-            changed += int(result.rowcount)
-        return changed
+        return _move_events(conn, chain, block, _ORPHANED)
 
     def get_checkpoint(self, chain: str) -> BlockRef | None:
         with self._read("get_checkpoint") as session:
@@ -450,20 +438,8 @@ class SqlStore:
             conn.execute(stmt)
 
     def confirm_block(self, chain: str, block: BlockRef) -> int:
-        changed = 0
         with self._write("confirm_block") as conn:
-            for entity in (TransferRow, ControlChangeRow):
-                result = conn.execute(
-                    update(entity)
-                    .where(
-                        entity.chain == chain,
-                        entity.block_hash == block.hash,
-                        entity.status == _PROVISIONAL,
-                    )
-                    .values(status=_CONFIRMED)
-                )
-                changed += int(result.rowcount)
-        return changed
+            return _move_events(conn, chain, block, _CONFIRMED, only=_PROVISIONAL)
 
     # -- alerts --------------------------------------------------------------------------------
 
@@ -720,6 +696,23 @@ class SqlStore:
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _move_events(
+    conn: Connection, chain: str, block: BlockRef, to: str, *, only: str | None = None
+) -> int:
+    """Move the transfers and control changes of ``block`` to status ``to`` (those at status
+    ``only``, or any not at ``to`` already); returns how many changed."""
+    changed = 0
+    for entity in (TransferRow, ControlChangeRow):
+        status = entity.status != to if only is None else entity.status == only
+        result = conn.execute(
+            update(entity)
+            .where(entity.chain == chain, entity.block_hash == block.hash, status)
+            .values(status=to)
+        )
+        changed += int(result.rowcount)
+    return changed
 
 
 def _addresses(address: str | None, addresses: Sequence[str] | None) -> list[str]:

@@ -8,8 +8,6 @@ same message to retracted and says so in its thread."""
 from __future__ import annotations
 
 import functools
-import io
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,10 +18,10 @@ import pytest
 from drainwatch.cli import main
 from drainwatch.devnode_bitcoin import SINK_ADDRESS, BcoinNode
 from drainwatch.regtest_wallet import RegtestWallet
-from drainwatch.watch import run_watch
 from tests.fixtures.alert_configs import btc_config, chain_lines, evm_config
 from tests.fixtures.evm_nodes import AnvilNode
 from tests.fixtures.slack_stub import TOKEN, SlackStub
+from tests.fixtures.watch_service import WatchService
 from watchers.jsonrpc import HttpJsonRpc
 
 ETH = 10**18
@@ -37,27 +35,6 @@ def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackStub]:
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     with SlackStub() as stub:
         yield stub
-
-
-class Service:
-    """`drainwatch watch CONFIG` in a thread, stopped at the end as by a signal."""
-
-    def __init__(self, config: Path) -> None:
-        self.stop = threading.Event()
-        self.failed: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, args=(config,), daemon=True)
-        self.thread.start()
-
-    def _run(self, config: Path) -> None:
-        try:
-            run_watch(config, {}, stop=self.stop, stream=io.StringIO())
-        except BaseException as exc:  # reported by the test, never swallowed
-            self.failed.append(exc)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=60)
-        assert not self.thread.is_alive() and not self.failed, self.failed
 
 
 def wait_for(
@@ -117,7 +94,7 @@ def test_evm_planned_withdrawal_quiet_cold_drain_alerted_once_and_retracted_by_r
         )
     )
     until = functools.partial(wait_for, slack=slack)
-    service = Service(config)
+    service = WatchService(config)
     try:
         # A withdrawal the exchange announced: no message, ever.
         announce = ["expect", str(config), "--reference", "wd-1", "--wallet", "hot"]
@@ -182,7 +159,7 @@ def test_bitcoin_cold_drain_pending_then_confirmed_then_retracted_by_reorg(
     # The watcher starts at the head: its coins come from a backfill first.
     assert main(["backfill", str(config), "--chain", "btc", "--from", "0"]) == 0
     until = functools.partial(wait_for, slack=slack)
-    service = Service(config)
+    service = WatchService(config)
     try:
         payee = customer.address()
         announce = ["expect", str(config), "--reference", "wd-1", "--wallet", "btc-hot"]
