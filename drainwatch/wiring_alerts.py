@@ -22,6 +22,7 @@ from drainwatch.ports import AlertCard, AlertSink, Delivery, DeliverySink
 
 if TYPE_CHECKING:
     from drainwatch.config import Settings
+    from drainwatch.config_models import ChannelSettings
     from drainwatch.wiring import App
 
 #: How often a running watcher looks into the expectations inbox.
@@ -40,44 +41,39 @@ def sink_names(settings: Settings) -> list[str]:
     rows are found by it (``console``, ``slack:#channel``, ``webhook:https://HOST/...#DIGEST``).
     A webhook's URL may carry a token in its path or query: its name keeps only the scheme and
     host, and a digest of the whole URL that tells two webhooks on one host apart."""
-    names: list[str] = []
-    for channel in settings.alerts.channels:
-        if channel.kind == "console":
-            name = "console"
-        elif channel.kind == "slack":
-            name = f"slack:{channel.channel}"
-        else:
-            name = webhook_name(channel.url)
-        if name not in names:
-            names.append(name)
-    return names
+    return list(dict.fromkeys(_sink_name(c) for c in settings.alerts.channels))
+
+
+def _sink_name(channel: ChannelSettings) -> str:
+    if channel.kind == "console":
+        return "console"
+    if channel.kind == "slack":
+        return f"slack:{channel.channel}"
+    return webhook_name(channel.url)
 
 
 def build_sinks(settings: Settings, stream: TextIO | None = None) -> list[DeliverySink]:
-    """The configured channels as outbox sinks, named as ``sink_names`` names them."""
-    sinks: list[DeliverySink] = []
-    names = sink_names(settings)
+    """The configured channels as outbox sinks, named as ``sink_names`` names them; a channel
+    listed twice is sent to once."""
+    sinks: dict[str, DeliverySink] = {}
     for i, channel in enumerate(settings.alerts.channels):
-        where = f"alerts.channels[{i}]"
+        where, name = f"alerts.channels[{i}]", _sink_name(channel)
+        if name in sinks:
+            continue
         if channel.kind == "console":
-            sinks.append(ConsoleSink(stream, name="console"))
+            sinks[name] = ConsoleSink(stream, name=name)
         elif channel.kind == "slack":
             from alerts.slack import SlackSink
 
             token = _env(f"{where}.token_env", channel.token_env)
-            base_url = channel.base_url
-            sinks.append(
-                SlackSink(f"slack:{channel.channel}", channel.channel, token, base_url=base_url)
-            )
+            sinks[name] = SlackSink(name, channel.channel, token, base_url=channel.base_url)
         else:
             from alerts.webhook import WebhookSink
 
             secret = _env(f"{where}.secret_env", channel.secret_env)
-            name = webhook_name(channel.url)
-            sinks.append(WebhookSink(name, channel.url, secret, clock=lambda: datetime.now(UTC)))
-    unique = {sink.name: sink for sink in sinks}  # a channel listed twice is sent to once
-    assert list(unique) == names, "sink names follow sink_names()"
-    return list(unique.values()) or [ConsoleSink(stream)]
+            now = lambda: datetime.now(UTC)  # noqa: E731
+            sinks[name] = WebhookSink(name, channel.url, secret, clock=now)
+    return list(sinks.values()) or [ConsoleSink(stream)]
 
 
 class _Observer:
